@@ -1,0 +1,3 @@
+"""irstd: infrared small target detection from single point labels (LESPS)."""
+
+__version__ = "0.1.0"
