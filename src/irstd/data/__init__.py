@@ -1,0 +1,1 @@
+"""Data layer: dataset sources, point labels, the label bank, transforms, the DataModule."""
