@@ -1,0 +1,54 @@
+"""Geometric transforms applied identically to an image and its label (torch, C x H x W)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_bottom_right(tensor: torch.Tensor, height: int, width: int, value: float = 0.0) -> torch.Tensor:
+    """Pad the last two dims at the bottom and right up to `height` x `width`."""
+    pad_h = height - tensor.shape[-2]
+    pad_w = width - tensor.shape[-1]
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"cannot pad {tuple(tensor.shape[-2:])} down to {(height, width)}")
+    if pad_h == 0 and pad_w == 0:
+        return tensor
+    return F.pad(tensor, (0, pad_w, 0, pad_h), value=value)
+
+
+def padded_size(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
+
+
+def pad_to_multiple(tensor: torch.Tensor, multiple: int = 32) -> torch.Tensor:
+    """Pad bottom/right so H and W become multiples of `multiple` (a network's total stride)."""
+    height, width = tensor.shape[-2:]
+    return pad_bottom_right(tensor, padded_size(height, multiple), padded_size(width, multiple))
+
+
+def random_crop(image: torch.Tensor, label: torch.Tensor, size: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random `size` x `size` window; images smaller than that are zero-padded first."""
+    height, width = image.shape[-2:]
+    if height < size or width < size:
+        image = pad_bottom_right(image, max(height, size), max(width, size))
+        label = pad_bottom_right(label, max(height, size), max(width, size))
+        height, width = image.shape[-2:]
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    window = (..., slice(top, top + size), slice(left, left + size))
+    return image[window], label[window]
+
+
+def random_dihedral(image: torch.Tensor, label: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 flips/90-degree rotations, uniformly (the reference's flips + transpose)."""
+    quarter_turns, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=generator))
+    if quarter_turns:
+        image = torch.rot90(image, quarter_turns, dims=(-2, -1))
+        label = torch.rot90(label, quarter_turns, dims=(-2, -1))
+    if flip % 2:
+        image = torch.flip(image, dims=(-1,))
+        label = torch.flip(label, dims=(-1,))
+    return image, label

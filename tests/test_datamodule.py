@@ -1,0 +1,168 @@
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from irstd.data.datamodule import IRSTDDataModule, TrainDataset
+from irstd.data.points import centroid_points, map_to_points
+from irstd.data.sources import DatasetError, decode_image
+
+
+def make_dm(root, tmp_path, **kwargs):
+    options = dict(root=str(root), split="synthetic", label="full", bank_dir=str(tmp_path / "bank"),
+                   stats_file=str(tmp_path / "normalization.json"), patch_size=32, batch_size=3,
+                   eval_batch_size=2, num_workers=0, progress=False)
+    options.update(kwargs)
+    return IRSTDDataModule(**options)
+
+
+def names(root, stage):
+    return (root / "img_idx" / f"{stage}_synthetic.txt").read_text().split()
+
+
+def test_round_zero_holds_the_chosen_point_labels(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path / "c", label="centroid")
+    dm.setup("fit")
+    for name in names(tiny_dataset, "train"):
+        mask = decode_image(tiny_dataset / "masks" / f"{name}.png") > 0
+        label = dm.bank.read(name)
+        assert label.dtype == np.float32 and label.shape == mask.shape
+        points = sorted(map(tuple, centroid_points(mask).tolist()))
+        assert sorted(map(tuple, map_to_points(label).tolist())) == points and points
+    full = make_dm(tiny_dataset, tmp_path / "f")
+    full.setup("fit")
+    name = names(tiny_dataset, "train")[0]
+    assert np.array_equal(full.bank.read(name) > 0, decode_image(tiny_dataset / "masks" / f"{name}.png") > 0)
+
+
+def test_normalisation_from_train_split_only_and_cached(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path)
+    dm.setup("fit")
+    train = [decode_image(tiny_dataset / "images" / f"{n}.png") for n in names(tiny_dataset, "train")]
+    assert dm.mean == pytest.approx(np.mean([im.mean() for im in train]), rel=1e-6)
+    assert dm.std == pytest.approx(np.mean([im.std() for im in train]), rel=1e-6)
+    cached = json.loads((tmp_path / "normalization.json").read_text())
+    assert cached["mean"] == pytest.approx(dm.mean)
+    (tmp_path / "normalization.json").write_text(json.dumps({"mean": 1.0, "std": 2.0}))
+    again = make_dm(tiny_dataset, tmp_path)
+    again.setup("fit")
+    assert (again.mean, again.std) == (1.0, 2.0)
+
+
+def test_mean_without_std_is_a_config_error(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="data.mean and data.std"):
+        make_dm(tiny_dataset, tmp_path, mean=100.0)
+
+
+def test_train_crops_keep_image_and_label_aligned(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path, mean=0.0, std=1.0)
+    dm.setup("fit")
+    # a round whose labels are the raw images: every crop/flip/rotation must keep label == image
+    dm.bank.commit({n: decode_image(tiny_dataset / "images" / f"{n}.png") for n in dm.bank.names()})
+    torch.manual_seed(0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (3, 1, 32, 32)
+    assert torch.equal(batch["image"], batch["label"])
+
+
+def test_eval_batches_are_padded_and_carry_sizes(tmp_path):
+    root = tmp_path / "odd"
+    for folder in ("images", "masks", "img_idx"):
+        (root / folder).mkdir(parents=True)
+    sizes = {"a": (40, 50), "b": (33, 70)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(np.full((h, w), 90, np.uint8)).save(root / "images" / f"{name}.png")
+        mask = np.zeros((h, w), np.uint8)
+        mask[h - 1, w - 1] = 255
+        Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+    (root / "img_idx" / "train_odd.txt").write_text("a\r\nb\r\n")
+    (root / "img_idx" / "test_odd.txt").write_text("a\n\nb  \n")
+    dm = IRSTDDataModule(root=str(root), split="odd", mean=0.0, std=1.0, eval_batch_size=2, num_workers=0,
+                         progress=False)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape == (2, 1, 64, 96)
+    assert batch["valid_hw"].tolist() == [[40, 50], [33, 70]]
+    assert batch["name"] == ["a", "b"]
+    for i, (h, w) in enumerate(sizes.values()):
+        assert batch["mask"][i, 0, h - 1, w - 1] == 1 and batch["mask"][i].sum() == 1
+        assert batch["image"][i, 0, h:, :].abs().sum() == 0
+
+
+def test_persistent_workers_see_a_new_round(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path, num_workers=1, persistent_workers=True, augment=False)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    first = torch.cat([b["label"] for b in loader])
+    assert set(first.unique().tolist()) <= {0.0, 1.0}
+    dm.bank.commit({n: np.full_like(dm.bank.read(n), 0.25) for n in dm.bank.names()})
+    second = torch.cat([b["label"] for b in loader])
+    assert torch.all(second == 0.25)
+    assert loader._iterator is not None and loader._iterator._persistent_workers
+
+
+def test_state_dict_restores_the_recorded_round(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path)
+    dm.setup("fit")
+    state = dm.state_dict()
+    assert state["label_round"] == 0 and state["mean"] == dm.mean
+    dm.bank.commit({n: np.zeros_like(dm.bank.read(n)) for n in dm.bank.names()})
+    assert dm.bank.current_round() == 1
+    dm.load_state_dict(state)
+    assert dm.bank.current_round() == 0
+
+
+def test_corrupt_image_is_reported_at_setup(tiny_dataset, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, root)
+    name = names(root, "train")[1]
+    path = root / "images" / f"{name}.png"
+    path.write_bytes(path.read_bytes()[:60])
+    dm = make_dm(root, tmp_path)
+    with pytest.raises(DatasetError) as info:
+        dm.setup("fit")
+    assert str(path) in str(info.value) and str(root) in str(info.value)
+    skipping = make_dm(root, tmp_path / "skip", bad_files="skip")
+    skipping.setup("fit")
+    assert name not in skipping.bank.names() and len(skipping.bank.names()) == len(names(root, "train")) - 1
+
+
+def test_dataset_without_masks_trains_on_point_pngs(tiny_dataset, tmp_path, caplog):
+    root = tmp_path / "points_only"
+    shutil.copytree(tiny_dataset, root)
+    (root / "masks_centroid").mkdir()
+    for name in names(root, "train") + names(root, "test"):
+        mask = decode_image(root / "masks" / f"{name}.png") > 0
+        point_map = np.zeros(mask.shape, np.uint8)
+        for r, c in centroid_points(mask):
+            point_map[r, c] = 255
+        Image.fromarray(point_map).save(root / "masks_centroid" / f"{name}.png")
+    shutil.rmtree(root / "masks")
+    dm = make_dm(root, tmp_path, label="centroid_png")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert dm.val_dataloader() == []
+    assert "no masks" in caplog.text
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["label"].shape == (3, 1, 32, 32)
+    with pytest.raises(DatasetError, match="masks"):
+        make_dm(root, tmp_path / "full", label="full").setup("fit")
+
+
+def test_training_dataset_rejects_a_label_of_the_wrong_size(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path)
+    dm.setup("fit")
+
+    class ShrunkBank:
+        root = dm.bank.root
+
+        def read(self, name):
+            return np.zeros((5, 5), np.float32)
+
+    dataset = TrainDataset(dm.train_scan.samples, ShrunkBank(), 0.0, 1.0, 32)
+    with pytest.raises(DatasetError, match=dm.train_scan.samples[0].name):
+        dataset[0]
