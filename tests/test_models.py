@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from irstd.models import available_backbones, build_backbone
+
+
+def test_registry_lists_unet_and_rejects_unknown_names():
+    assert "unet" in available_backbones()
+    with pytest.raises(ValueError, match="model.backbone.name='resnet'"):
+        build_backbone("resnet")
+    with pytest.raises(TypeError, match="model.backbone"):
+        build_backbone("unet", widht=8)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 160)])
+def test_unet_maps_images_to_same_size_logits_and_backpropagates(size):
+    net = build_backbone("unet", width=4, depth=3)
+    image = torch.randn(2, 1, *size, requires_grad=True)
+    logits = net(image)
+    assert logits.shape == (2, 1, *size)
+    logits.sum().backward()
+    assert image.grad is not None and all(p.grad is not None for p in net.parameters())
+
+
+def test_unet_starts_at_the_target_prior():
+    net = build_backbone("unet", width=4, depth=2, target_prior=0.01).eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(net(torch.zeros(1, 1, 32, 32)))
+    # with zero input the features are constant, so the output sits near the prior
+    assert probs.mean().item() == pytest.approx(0.01, rel=0.5)
+
+
+def test_unet_width_scales_parameters():
+    small = sum(p.numel() for p in build_backbone("unet", width=4).parameters())
+    large = sum(p.numel() for p in build_backbone("unet", width=8).parameters())
+    assert 3.5 < large / small < 4.5  # conv weights grow with width squared
