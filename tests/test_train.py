@@ -69,11 +69,18 @@ def test_eval_reproduces_the_test_metrics_of_training(train_cfg, tiny_dataset, t
     last = os.path.join(train_cfg.paths.output_dir, "checkpoints", "last.ckpt")
     data_overrides = [o for o in tiny_train_overrides(tiny_dataset) if o.startswith("data.")]
     cfg = compose_config("eval", tmp_path / "eval", data_overrides + [
-        f"ckpt_path={last}", "trainer=cpu", "trainer.enable_progress_bar=false"])
+        f"ckpt_path={last}", "device=cpu", "save_predictions=true"])
     eval_metrics, _ = evaluate(cfg)
-    assert eval_metrics["test/iou"] == pytest.approx(metrics["test/iou"], abs=1e-9)
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test/iou"] == pytest.approx(
-        metrics["test/iou"])
+    for key in ("iou", "niou", "pixacc", "pd", "fa"):
+        assert eval_metrics[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-6), key
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(saved) >= {"iou", "niou", "pixacc", "pd", "fa", "targets", "found"}
+    assert saved["targets"] == metrics["test/targets"] > 0
+    assert "| IoU x100 |" in (tmp_path / "eval" / "results.md").read_text().replace("| method ", "")
+    assert (tmp_path / "eval" / "roc.png").is_file()
+    test_names = (tiny_dataset / "img_idx" / "test_synthetic.txt").read_text().split()
+    assert sorted(p.stem for p in (tmp_path / "eval" / "masks").iterdir()) == sorted(test_names)
+    assert len(list((tmp_path / "eval" / "overlays").iterdir())) == len(test_names)
     GlobalHydra.instance().clear()
 
 

@@ -10,13 +10,8 @@ import torch
 from torchmetrics import MetricCollection
 
 from irstd.losses import FocalLoss
-from irstd.metrics import DatasetIoU, NormalizedIoU, PixelAccuracy
+from irstd.metrics import metric_suite
 from irstd.models import build_backbone
-
-
-def _metric_suite(threshold: float, prefix: str) -> MetricCollection:
-    return MetricCollection({"iou": DatasetIoU(threshold), "niou": NormalizedIoU(threshold),
-                             "pixacc": PixelAccuracy(threshold)}, prefix=prefix)
 
 
 class IRSTDModule(pl.LightningModule):
@@ -29,22 +24,29 @@ class IRSTDModule(pl.LightningModule):
         scheduler: partial LR scheduler or None; stepped every `scheduler_interval`.
         threshold: probability above which a pixel counts as target in the metrics.
         focal_alpha, focal_gamma: exponents of the focal loss.
+        weights: a released LESPS/BasicIRSTD `.pth.tar` (or a state dict of the backbone) loaded into the
+            backbone with an exact key mapping; not stored in checkpoints, which carry the weights themselves.
     """
 
     def __init__(self, backbone: Mapping[str, Any], optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "epoch",
-                 threshold: float = 0.5, focal_alpha: float = 2.0, focal_gamma: float = 4.0):
+                 threshold: float = 0.5, focal_alpha: float = 2.0, focal_gamma: float = 4.0,
+                 weights: str | None = None):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         backbone = dict(backbone)
-        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "weights"])
         self.net = build_backbone(**backbone)
+        if weights:
+            from irstd.models.weights import load_official_weights
+
+            load_official_weights(self.net, weights)
         self.loss_fn = FocalLoss(focal_alpha, focal_gamma)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.val_metrics = _metric_suite(threshold, "val/")
-        self.test_metrics = _metric_suite(threshold, "test/")
+        self.val_metrics = metric_suite(threshold, "val/")
+        self.test_metrics = metric_suite(threshold, "test/")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""
@@ -72,14 +74,17 @@ class IRSTDModule(pl.LightningModule):
         self._evaluate(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        metrics = {k: v.float() for k, v in self.val_metrics.compute().items()}
+        shown = ("val/iou", "val/pd")
+        self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True)
+        self.log_dict({k: v for k, v in metrics.items() if k not in shown})
         self.val_metrics.reset()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict({k: v.float() for k, v in self.test_metrics.compute().items()})
         self.test_metrics.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -1,18 +1,20 @@
-"""`irstd-eval`: evaluate a checkpoint on a dataset's test split."""
+"""`irstd-eval`: score a checkpoint, released weights or saved predictions on a test split."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
 from irstd.cli import config_dir
-from irstd.cli.common import log, save_resolved_config, seed, write_metrics
+from irstd.cli.common import log, save_resolved_config, seed
 from irstd.data.datamodule import IRSTDDataModule
+from irstd.evaluation import RESULT_KEYS, SavedPredictions, evaluate_batches, model_predictor, results_table, save_roc
+from irstd.fsutil import write_text_atomic
 from irstd.module import IRSTDModule
 
 
@@ -26,31 +28,76 @@ def checkpoint_normalization(ckpt_path: str | Path) -> tuple[float, float]:
     return float(state["mean"]), float(state["std"])
 
 
+def _source(cfg: DictConfig) -> tuple[str, Any, dict[str, float]]:
+    """(row name, model or SavedPredictions, normalisation overrides) from whichever input was given."""
+    given = [key for key in ("ckpt_path", "pred_dir") if cfg.get(key)] + (["model"] if cfg.get("model") else [])
+    if len(given) != 1:
+        raise ValueError("irstd-eval needs exactly one of ckpt_path=..., pred_dir=... or model=NAME "
+                         f"model.weights=PATH; got {given or 'none'}")
+    normalization = {}
+    if cfg.get("pred_dir"):
+        return cfg.get("name") or Path(cfg.pred_dir).name, SavedPredictions(cfg.pred_dir), {"mean": 0.0, "std": 1.0}
+    if cfg.get("ckpt_path"):
+        ckpt_path = Path(cfg.ckpt_path)
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        if cfg.data.get("mean") is None:
+            normalization["mean"], normalization["std"] = checkpoint_normalization(ckpt_path)
+        model = IRSTDModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+        return cfg.get("name") or ckpt_path.stem, model, normalization
+    if not cfg.model.get("weights"):
+        raise ValueError(f"model={cfg.model.backbone.name} needs model.weights=PATH (released weights) to evaluate")
+    if cfg.data.get("mean") is None:
+        raise ValueError("released weights carry no normalisation: set data.mean and data.std to the statistics "
+                         "they were trained with (native image units)")
+    model = hydra.utils.instantiate(cfg.model, _convert_="partial")
+    return cfg.get("name") or Path(cfg.model.weights).name.split(".")[0], model, normalization
+
+
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(cfg, output_dir)
     seed(cfg)
+    name, predictor, normalization = _source(cfg)
 
-    overrides = {}
-    if cfg.data.get("mean") is None:
-        overrides["mean"], overrides["std"] = checkpoint_normalization(ckpt_path)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all", **overrides)
-    model = IRSTDModule.load_from_checkpoint(ckpt_path, map_location="cpu")
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
-    trainer.test(model, datamodule=datamodule)
-    metrics = write_metrics(trainer.callback_metrics, output_dir / "metrics.json")
-    return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
+    datamodule: IRSTDDataModule = hydra.utils.instantiate(cfg.data, _convert_="all", **normalization)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+    if not loader:
+        raise ValueError(f"dataset {datamodule.root} has no masks/: there is nothing to score against")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    predict = predictor if isinstance(predictor, SavedPredictions) else model_predictor(predictor, device)
+    samples = {sample.name: sample for sample in datamodule.test_scan.samples}
+    metrics, curves = evaluate_batches(
+        _progress(loader, f"evaluating {name}"), predict, device=device, threshold=cfg.threshold,
+        fa_rule=cfg.fa_rule, roc=cfg.roc, samples=samples,
+        save_dir=output_dir if cfg.save_predictions else None)
+
+    table = results_table({name: metrics})
+    write_text_atomic(output_dir / "results.md", table + "\n")
+    record = {key: metrics[key] for key in RESULT_KEYS} | {
+        "auc": metrics.get("auc"), "threshold": cfg.threshold, "images": len(samples), "name": name,
+        "dataset": str(datamodule.root), "split": f"test_{datamodule.hparams.split}",
+        "size_mismatch": datamodule.hparams.size_mismatch}
+    write_text_atomic(output_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    if curves is not None:
+        save_roc(curves, output_dir, name)
+    print(table)
+    return metrics, {"datamodule": datamodule, "predictor": predictor, "curves": curves}
+
+
+def _progress(loader, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, leave=False)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
-        metrics, _ = evaluate(cfg)
-        log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        evaluate(cfg)
     finally:
         log.info("run directory: %s", cfg.paths.output_dir)
 

@@ -82,11 +82,18 @@ class FullImageDataset(Dataset):
         return item
 
 
-def pad_collate(items: list[dict[str, Any]], multiple: int = 32) -> dict[str, Any]:
+def pad_collate(items: list[dict[str, Any]], multiple: int = 32, always: bool = False) -> dict[str, Any]:
     """Batch full images of any sizes: pad bottom/right to the batch's largest size rounded up to
-    `multiple`; `valid_hw` keeps each original size for cropping predictions back."""
-    height = padded_size(max(item["image"].shape[-2] for item in items), multiple)
-    width = padded_size(max(item["image"].shape[-1] for item in items), multiple)
+    `multiple`; `valid_hw` keeps each original size for cropping predictions back.
+
+    `always` adds a block even to a size that already is a multiple (`(h // 32 + 1) * 32`), as the
+    official test code does; its predictions near the bottom/right border differ slightly.
+    """
+    def target(size: int) -> int:
+        return (size // multiple + 1) * multiple if always else padded_size(size, multiple)
+
+    height = max(target(item["image"].shape[-2]) for item in items)
+    width = max(target(item["image"].shape[-1]) for item in items)
     batch: dict[str, Any] = {}
     for key in items[0]:
         values = [item[key] for item in items]
@@ -106,11 +113,12 @@ def pad_collate(items: list[dict[str, Any]], multiple: int = 32) -> dict[str, An
 class _PadCollate:
     """Picklable collate function for worker processes."""
 
-    def __init__(self, multiple: int):
+    def __init__(self, multiple: int, always: bool):
         self.multiple = multiple
+        self.always = always
 
     def __call__(self, items):
-        return pad_collate(items, self.multiple)
+        return pad_collate(items, self.multiple, self.always)
 
 
 class IRSTDDataModule(pl.LightningDataModule):
@@ -126,6 +134,9 @@ class IRSTDDataModule(pl.LightningDataModule):
         mean, std: normalisation in the images' native units; None = from the train split.
         stats_file: where computed statistics are cached (inside the run directory).
         val_split: 'test' validates on the test split as the paper does; None disables validation.
+        pad_multiple, pad_always: full images are zero-padded at the bottom/right to a multiple of
+            `pad_multiple`; `pad_always` pads a full block even when the size already is one (the
+            official evaluation's rule, for bit-compatible numbers).
         size_mismatch: image/mask size mismatch policy: resize | crop | skip | error.
         bad_files: unreadable or missing files: error | skip.
         synthetic: generation parameters when the dataset is the built-in synthetic one.
@@ -136,7 +147,7 @@ class IRSTDDataModule(pl.LightningDataModule):
                  patch_size: int = 256, batch_size: int = 16, eval_batch_size: int = 1,
                  num_workers: int = 0, persistent_workers: bool = False, pin_memory: bool = False,
                  mean: float | None = None, std: float | None = None, stats_file: str | None = None,
-                 val_split: str | None = "test", pad_multiple: int = 32,
+                 val_split: str | None = "test", pad_multiple: int = 32, pad_always: bool = False,
                  size_mismatch: str = "resize", aspect_tolerance: float = 0.01, bad_files: str = "error",
                  synthetic: dict | None = None, augment: bool = True, progress: bool = True):
         super().__init__()
@@ -240,7 +251,7 @@ class IRSTDDataModule(pl.LightningDataModule):
             return []
         dataset = FullImageDataset(self.test_scan.samples, self.mean, self.std)
         return self._loader(dataset, self.hparams.eval_batch_size, shuffle=False,
-                            collate=_PadCollate(self.hparams.pad_multiple))
+                            collate=_PadCollate(self.hparams.pad_multiple, self.hparams.pad_always))
 
     def val_dataloader(self):
         return self._eval_loader() if self.hparams.val_split == "test" else []
@@ -253,7 +264,7 @@ class IRSTDDataModule(pl.LightningDataModule):
         dataset = FullImageDataset(samples if samples is not None else self.train_scan.samples,
                                    self.mean, self.std, bank=self.bank)
         return self._loader(dataset, self.hparams.eval_batch_size, shuffle=False,
-                            collate=_PadCollate(self.hparams.pad_multiple))
+                            collate=_PadCollate(self.hparams.pad_multiple, self.hparams.pad_always))
 
     # ---- checkpoint state: the round trained against and the statistics --------------------
     def state_dict(self) -> dict[str, Any]:

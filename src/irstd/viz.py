@@ -1,0 +1,67 @@
+"""Pictures: prediction overlays and ROC plots (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from irstd.fsutil import atomic_write
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Stretch an image of any range to 0-255 for display (1st-99.9th percentile)."""
+    low, high = np.percentile(image, [1, 99.9]) if image.size else (0.0, 1.0)
+    if high <= low:
+        high = low + 1
+    return (np.clip((image - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of the mask that touch the background (8-neighbourhood)."""
+    padded = np.pad(mask, 1)
+    interior = np.ones_like(mask)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            interior &= padded[1 + dr: 1 + dr + mask.shape[0], 1 + dc: 1 + dc + mask.shape[1]]
+    return mask & ~interior
+
+
+def overlay(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+    """RGB picture: the frame in gray, ground-truth outlines in green, predicted outlines in red."""
+    gray = to_uint8(image)
+    rgb = np.stack([gray] * 3, axis=-1)
+    if truth is not None:
+        rgb[_outline(truth.astype(bool))] = (0, 255, 0)
+    rgb[_outline(prediction.astype(bool))] = (255, 40, 40)
+    return rgb
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    """Write a PNG crash-safely (a reader never sees a half-written file)."""
+    with atomic_write(path) as handle:
+        Image.fromarray(array).save(handle, format="PNG")
+
+
+def plot_roc(curves: dict, path: str | Path, title: str = "") -> None:
+    """Pixel ROC (TPR vs FPR, with AUC) and detection ROC (Pd vs Fa) side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (pixel_axis, target_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    pixel_axis.plot(curves["fpr"], curves["tpr"])
+    pixel_axis.set(xscale="log", xlabel="false positive rate (pixels)", ylabel="true positive rate",
+                   title=f"pixel ROC, AUC {float(curves['auc']):.4f}")
+    target_axis.plot(np.asarray(curves["fa"]) * 1e6, curves["pd"], marker="o")
+    for threshold, fa, pd in zip(curves["detection_thresholds"], curves["fa"], curves["pd"], strict=True):
+        target_axis.annotate(f"{float(threshold):g}", (float(fa) * 1e6, float(pd)), fontsize=7)
+    target_axis.set(xlabel="Fa (x1e-6)", ylabel="Pd", title="detection ROC (labels: thresholds)")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=120)
+    plt.close(figure)
