@@ -14,6 +14,9 @@ from torch import nn
 
 # name -> "module:Class"; modules are imported only when their backbone is built.
 _REGISTRY: dict[str, str] = {
+    "acm": "irstd.models.acm:ACM",
+    "alcnet": "irstd.models.alcnet:ALCNet",
+    "dnanet": "irstd.models.dnanet:DNANet",
     "unet": "irstd.models.unet:UNet",
 }
 
