@@ -3,10 +3,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from metrics_reference import reference_pd_fa
 
 from irstd.components import find_components
 from irstd.metrics import DetectionROC, TargetDetection
+from irstd.metrics.reference import reference_pd_fa
 
 
 def detect(pred: np.ndarray, truth: np.ndarray, valid_hw=None, **kwargs) -> dict:
