@@ -166,3 +166,12 @@ def test_training_dataset_rejects_a_label_of_the_wrong_size(tiny_dataset, tmp_pa
     dataset = TrainDataset(dm.train_scan.samples, ShrunkBank(), 0.0, 1.0, 32)
     with pytest.raises(DatasetError, match=dm.train_scan.samples[0].name):
         dataset[0]
+
+
+def test_a_lone_last_training_image_is_dropped(tiny_dataset, tmp_path):
+    five = make_dm(tiny_dataset, tmp_path / "five", batch_size=5)  # 6 images: batches of 5 and 1
+    five.setup("fit")
+    assert [len(b["image"]) for b in five.train_dataloader()] == [5]
+    four = make_dm(tiny_dataset, tmp_path / "four", batch_size=4)  # 6 images: batches of 4 and 2 kept
+    four.setup("fit")
+    assert sorted(len(b["image"]) for b in four.train_dataloader()) == [2, 4]

@@ -130,3 +130,14 @@ def test_cli_trains_on_sirst_with_centroid_labels(tmp_path):
     assert len(manifest["rounds"]["0"]["names"]) == 213
     assert "Misc_111" in result.stderr + result.stdout  # the size mismatch is reported by name
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("backbone", ["acm", "alcnet", "dnanet", "unet"])
+def test_every_backbone_trains_from_the_shipped_config(backbone, tiny_dataset, tmp_path):
+    overrides = [o for o in tiny_train_overrides(tiny_dataset) if not o.startswith("model.")]
+    cfg = compose_config("train", tmp_path / "run", overrides + [
+        f"model={backbone}", "+trainer.fast_dev_run=1", "data.batch_size=2"])
+    metrics, objects = train(cfg)
+    assert objects["model"].hparams.backbone["name"] == backbone
+    assert np.isfinite(metrics["train/loss_step"]) and "test/iou" in metrics
+    GlobalHydra.instance().clear()

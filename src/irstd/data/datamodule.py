@@ -235,16 +235,19 @@ class IRSTDDataModule(pl.LightningDataModule):
                                "start a new run directory")
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate=None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate=None,
+                drop_last: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
-                          pin_memory=self.hparams.pin_memory, collate_fn=collate)
+                          pin_memory=self.hparams.pin_memory, collate_fn=collate, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         dataset = TrainDataset(self.train_scan.samples, self.bank, self.mean, self.std,
                                self.hparams.patch_size, self.hparams.augment)
-        return self._loader(dataset, self.hparams.batch_size, shuffle=True)
+        # A last batch of one image breaks batch norm after global pooling (ACM, ALCNet): drop only that one.
+        lone_last = len(dataset) % self.hparams.batch_size == 1 and len(dataset) > 1
+        return self._loader(dataset, self.hparams.batch_size, shuffle=True, drop_last=lone_last)
 
     def _eval_loader(self) -> DataLoader | list:
         if self.test_scan is None or not self.test_scan.masks_available:
