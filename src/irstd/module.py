@@ -52,12 +52,14 @@ class IRSTDModule(pl.LightningModule):
         """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""
         return self.net(image)
 
+    def final_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The backbone's final map (the last deep-supervision head, which is its eval-mode output)."""
+        logits = self.net(image)
+        return logits[-1] if isinstance(logits, (list, tuple)) else logits
+
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Target probability per pixel: the one place where logits meet the sigmoid."""
-        logits = self.net(image)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[-1]
-        return torch.sigmoid(logits)
+        return torch.sigmoid(self.final_logits(image))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss_fn(self(batch["image"]), batch["label"])

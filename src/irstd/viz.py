@@ -65,3 +65,42 @@ def plot_roc(curves: dict, path: str | Path, title: str = "") -> None:
     with atomic_write(path) as handle:
         figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
+
+
+def _crop(array: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
+    """`size` x `size` window centred at (row, col), zero-filled beyond the image."""
+    half = size // 2
+    padded = np.pad(array.astype(np.float32), half)
+    return padded[row: row + size, col: col + size]
+
+
+def evolution_panel(views: dict[str, dict[str, np.ndarray | None]], spots: list[tuple[str, int, int]],
+                    window: int = 33, zoom: int = 4, title: str = "") -> np.ndarray:
+    """One row per target: image crop | ground truth | current label | prediction (gray, 0..1 for the maps).
+
+    `views[name]` holds the full-size "image", "mask" (or None), "label" and "prediction" of an image;
+    `spots` are (name, row, col) target centres. Returns an RGB uint8 array.
+    """
+    from PIL import ImageDraw
+
+    tile = window * zoom
+    gap = 2
+    header = 14 if title else 0
+    panel = np.full((header + len(spots) * (tile + gap), 4 * (tile + gap), 3), 40, np.uint8)
+    for row_index, (name, row, col) in enumerate(spots):
+        view = views[name]
+        crops = [to_uint8(_crop(view["image"], row, col, window))]
+        for key in ("mask", "label", "prediction"):
+            values = view[key]
+            crops.append(np.zeros((window, window), np.uint8) if values is None else
+                         (np.clip(_crop(values, row, col, window), 0, 1) * 255).astype(np.uint8))
+        top = header + row_index * (tile + gap)
+        for column, crop in enumerate(crops):
+            left = column * (tile + gap)
+            panel[top: top + tile, left: left + tile] = np.kron(crop, np.ones((zoom, zoom), np.uint8))[..., None]
+    if title:
+        image = Image.fromarray(panel)
+        ImageDraw.Draw(image).text((4, 1), f"{title}: image | ground truth | label | prediction",
+                                   fill=(255, 255, 255))
+        panel = np.asarray(image)
+    return panel

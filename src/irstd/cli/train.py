@@ -29,6 +29,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         datamodule.adopt_label_bank(cfg.ckpt_path)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="partial")
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    if cfg.get("lesps") and cfg.lesps.get("_target_"):
+        callbacks.append(hydra.utils.instantiate(cfg.lesps))
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -262,11 +262,11 @@ class IRSTDDataModule(pl.LightningDataModule):
     def test_dataloader(self):
         return self._eval_loader()
 
-    def evolve_dataloader(self, samples: Sequence[Sample] | None = None) -> DataLoader:
-        """Full training images with their current labels, in the bank's fixed order."""
+    def evolve_dataloader(self, samples: Sequence[Sample] | None = None, batch_size: int | None = None) -> DataLoader:
+        """Full training images (all, or `samples`) with their masks and current labels, in a fixed order."""
         dataset = FullImageDataset(samples if samples is not None else self.train_scan.samples,
                                    self.mean, self.std, bank=self.bank)
-        return self._loader(dataset, self.hparams.eval_batch_size, shuffle=False,
+        return self._loader(dataset, batch_size or self.hparams.eval_batch_size, shuffle=False,
                             collate=_PadCollate(self.hparams.pad_multiple, self.hparams.pad_always))
 
     # ---- checkpoint state: the round trained against and the statistics --------------------

@@ -1,0 +1,291 @@
+"""When and where label evolution runs during training: the LESPSCallback."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+from irstd.fsutil import atomic_write
+from irstd.lesps.evolution import evolve_labels
+from irstd.losses import focal_loss
+
+log = logging.getLogger(__name__)
+
+ROUND_FIELDS = ("round", "epoch", "forward_s", "evolve_s", "labelled_pixels", "label_pa", "label_iou", "lossd",
+                "loss_before", "loss_after")
+
+
+class LESPSCallback(pl.Callback):
+    """Evolve the training labels with the live model at the end of training epochs (Ying et al., CVPR 2023).
+
+    Evolution starts at the first epoch whose mean training loss (the focal loss summed over deep-supervision
+    heads, averaged over the epoch's batches and ranks) is below `Tloss` (`start="loss"`, the released code)
+    or after `Tepoch` epochs (`start="epoch"`, the paper's initial-evolution epoch); it then runs whenever
+    `(epoch + 1) % f == 0`. A round predicts every training image whole (eval mode, no augmentation, no
+    gradient) on the model's device, evolves the labels there with `evolve_labels`, and commits the next
+    label-bank round, which the next epoch trains on. Under DDP each rank evolves its shard of the images,
+    rank 0 commits after a barrier, and every rank reads the new round.
+
+    Per round it logs (to the loggers and `lesps_rounds.csv` in the run directory): time spent in the
+    forward pass and in evolution, labelled pixels (>= 0.5), the PA and IoU of the evolved labels (>= 0.5)
+    against the masks when they exist, and lossd = |focal loss of the predictions against the labels after
+    the update minus before| (the paper's supplement, Fig. III). A panel per round (`lesps/round_NNNN.png`)
+    shows a fixed set of targets: image, ground truth, label, prediction.
+
+    The released code runs both its first-round and its every-f-epochs updates when the start epoch is also
+    a multiple of f; here an epoch evolves at most once.
+    """
+
+    def __init__(self, Tloss: float = 10.0, Tb: float = 0.5, k: float = 0.5, f: int = 5, r: float = 0.0015,
+                 window: int = 33, seed_box: int = 3, strict_false_alarm: bool = False, start: str = "loss",
+                 Tepoch: int = 50, batch_size: int | None = None, panel_targets: int = 8,
+                 output_dir: str | None = None):
+        super().__init__()
+        if start not in ("loss", "epoch"):
+            raise ValueError(f"lesps.start must be 'loss' or 'epoch', got {start!r}")
+        if f < 1:
+            raise ValueError(f"lesps.f must be >= 1 epoch, got {f}")
+        if not 0 <= Tb <= 1:
+            raise ValueError(f"lesps.Tb must lie in [0, 1], got {Tb}")
+        if r <= 0:
+            raise ValueError(f"lesps.r must be positive, got {r}")
+        self.Tloss, self.Tepoch, self.start, self.f = Tloss, Tepoch, start, f
+        self.evolution_args = dict(Tb=Tb, k=k, r=r, window=window, seed_box=seed_box,
+                                   strict_false_alarm=strict_false_alarm)
+        self.batch_size = batch_size
+        self.panel_targets = panel_targets
+        self.output_dir = Path(output_dir) if output_dir else None
+        # state saved in checkpoints
+        self.started = False
+        self.start_epoch: int | None = None
+        self.rounds_done = 0
+        self.loss_history: list[float] = []
+        self.panel_spots: list[tuple[str, int, int]] = []
+        self._batch_losses: list[float] = []
+
+    # ---- the start rule ----------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batch_losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._batch_losses.append(float(loss.detach()))
+
+    def _epoch_loss(self, trainer: pl.Trainer, device: torch.device) -> float:
+        local = torch.tensor(float(np.mean(self._batch_losses)) if self._batch_losses else float("nan"),
+                             device=device)
+        return float(trainer.strategy.reduce(local, reduce_op="mean"))
+
+    def should_evolve(self, epoch: int, epoch_loss: float) -> bool:
+        """Apply the start rule, then the every-f-epochs rule; updates `started`/`start_epoch`."""
+        if not self.started:
+            fire = epoch_loss < self.Tloss if self.start == "loss" else epoch + 1 > self.Tepoch
+            if fire:
+                self.started, self.start_epoch = True, epoch
+                log.info("LESPS: label evolution starts at epoch %d (%s)", epoch, f"mean loss {epoch_loss:.4g} < "
+                         f"Tloss {self.Tloss}" if self.start == "loss" else f"after Tepoch {self.Tepoch}")
+                return True
+            return False
+        return (epoch + 1) % self.f == 0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        epoch_loss = self._epoch_loss(trainer, pl_module.device)
+        self.loss_history.append(epoch_loss)
+        pl_module.log("lesps/epoch_loss", epoch_loss, on_epoch=True, sync_dist=False)
+        if self.should_evolve(epoch, epoch_loss):
+            pl_module.log("lesps/start_epoch", float(self.start_epoch), on_epoch=True)
+            self.evolve(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.started:
+            last = f"{self.loss_history[-1]:.4g}" if self.loss_history else "n/a"
+            rule = f"mean training loss never fell below Tloss={self.Tloss} (last epoch: {last})" \
+                if self.start == "loss" else f"training ended before Tepoch={self.Tepoch}"
+            log.warning("LESPS never evolved the labels: %s. The loss scale depends on the backbone and the "
+                        "dataset size: lower lesps.Tloss, use lesps.start=epoch, or train longer.", rule)
+
+    # ---- one evolution round -----------------------------------------------------------------
+    @torch.no_grad()
+    def evolve(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        datamodule = trainer.datamodule
+        bank = datamodule.bank
+        rank, world = trainer.global_rank, trainer.world_size
+        shard = datamodule.train_scan.samples[rank::world]
+        was_training = pl_module.training
+        pl_module.eval()
+        device = pl_module.device
+        timers = {"forward": 0.0, "evolve": 0.0}
+        evolved: dict[str, np.ndarray] = {}
+        quality = torch.zeros(6, dtype=torch.float64, device=device)  # inter, union, correct, target px, labelled
+        loss_before = loss_after = 0.0
+        loader = datamodule.evolve_dataloader(shard, batch_size=self.batch_size) if shard else []
+        for batch in loader:
+            image = batch["image"].to(device)
+            label = batch["label"].to(device)
+            valid_hw = batch["valid_hw"].to(device)
+            start = _synchronized_time(device)
+            logits = pl_module.final_logits(image)
+            probs = torch.sigmoid(logits)
+            middle = _synchronized_time(device)
+            new_label = evolve_labels(probs, label, valid_hw, **self.evolution_args)
+            timers["forward"] += middle - start
+            timers["evolve"] += _synchronized_time(device) - middle
+            valid = _valid(valid_hw, label.shape)
+            loss_before += float(focal_loss(logits.masked_fill(~valid, -30.0), label * valid))
+            loss_after += float(focal_loss(logits.masked_fill(~valid, -30.0), new_label * valid))
+            quality += _label_quality(new_label, batch["mask"].to(device), batch["has_mask"].to(device), valid)
+            for i, name in enumerate(batch["name"]):
+                height, width = batch["valid_hw"][i].tolist()
+                evolved[name] = new_label[i, 0, :height, :width].cpu().numpy()
+        if was_training:
+            pl_module.train()
+
+        round_index = self._commit(trainer, bank, evolved, epoch)
+        quality = trainer.strategy.reduce(quality, reduce_op="sum")
+        totals = trainer.strategy.reduce(torch.tensor([loss_before, loss_after, timers["forward"],
+                                                       timers["evolve"]], dtype=torch.float64, device=device),
+                                         reduce_op="sum")
+        self.rounds_done += 1
+        record = {
+            "round": round_index, "epoch": epoch, "forward_s": float(totals[2]) / world,
+            "evolve_s": float(totals[3]) / world, "labelled_pixels": int(quality[4]),
+            "label_pa": float(quality[2] / quality[3]) if quality[3] > 0 else float("nan"),
+            "label_iou": float(quality[0] / quality[1]) if quality[1] > 0 else float("nan"),
+            "lossd": abs(float(totals[1] - totals[0])), "loss_before": float(totals[0]),
+            "loss_after": float(totals[1]),
+        }
+        pl_module.log_dict({f"lesps/{k}": float(v) for k, v in record.items()}, on_epoch=True)
+        self._write_round(trainer, record)
+        self._write_panel(trainer, pl_module, round_index)
+
+    def _commit(self, trainer: pl.Trainer, bank, evolved: dict[str, np.ndarray], epoch: int) -> int:
+        """Gather every rank's shard through files beside the bank, then rank 0 commits the whole round."""
+        if trainer.world_size == 1:
+            return bank.commit(evolved, meta={"epoch": epoch})
+        shard_dir = bank.root / ".shards"
+        shard_file = shard_dir / f"epoch{epoch:05d}_rank{trainer.global_rank:03d}.npz"
+        with atomic_write(shard_file) as handle:
+            np.savez(handle, names=np.array(list(evolved), dtype=object), **{
+                f"a{i}": array for i, array in enumerate(evolved.values())})
+        trainer.strategy.barrier("lesps-shards-written")
+        if trainer.is_global_zero:
+            merged: dict[str, np.ndarray] = {}
+            for path in sorted(shard_dir.glob(f"epoch{epoch:05d}_rank*.npz")):
+                with np.load(path, allow_pickle=True) as data:
+                    merged.update({name: data[f"a{i}"] for i, name in enumerate(data["names"])})
+            bank.commit(merged, meta={"epoch": epoch})
+            for path in shard_dir.glob(f"epoch{epoch:05d}_rank*.npz"):
+                path.unlink()
+        trainer.strategy.barrier("lesps-round-committed")
+        return bank.current_round()
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def _run_dir(self, trainer: pl.Trainer) -> Path:
+        return self.output_dir or Path(trainer.default_root_dir)
+
+    @rank_zero_only
+    def _write_round(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
+        path = self._run_dir(trainer) / "lesps_rounds.csv"
+        previous = path.read_text() if path.is_file() else ""
+        rows = [row for row in csv.DictReader(io.StringIO(previous)) if int(row["round"]) < record["round"]]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=ROUND_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows + [record])
+        with atomic_write(path, "w") as handle:
+            handle.write(buffer.getvalue())
+
+    @rank_zero_only
+    def _write_panel(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_index: int) -> None:
+        from irstd.viz import evolution_panel, save_png
+
+        datamodule = trainer.datamodule
+        if not self.panel_spots:
+            self.panel_spots = _pick_panel_spots(datamodule, self.panel_targets)
+        if not self.panel_spots:
+            return
+        samples = {s.name: s for s in datamodule.train_scan.samples}
+        names = sorted({name for name, _, _ in self.panel_spots})
+        loader = datamodule.evolve_dataloader([samples[n] for n in names], batch_size=1)
+        was_training = pl_module.training
+        pl_module.eval()
+        views: dict[str, dict[str, np.ndarray]] = {}
+        with torch.no_grad():
+            for batch in loader:
+                height, width = batch["valid_hw"][0].tolist()
+                probs = pl_module.probabilities(batch["image"].to(pl_module.device))
+                views[batch["name"][0]] = {
+                    "image": samples[batch["name"][0]].load_image(),
+                    "mask": batch["mask"][0, 0, :height, :width].numpy() if batch["has_mask"][0] else None,
+                    "label": batch["label"][0, 0, :height, :width].numpy(),
+                    "prediction": probs[0, 0, :height, :width].cpu().numpy(),
+                }
+        if was_training:
+            pl_module.train()
+        panel = evolution_panel(views, self.panel_spots, title=f"round {round_index}")
+        path = self._run_dir(trainer) / "lesps" / f"round_{round_index:04d}.png"
+        save_png(panel, path)
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key="lesps/panel", images=[panel], step=trainer.global_step,
+                          caption=[f"round {round_index}: image | ground truth | label | prediction"])
+
+    # ---- checkpoint state --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"started": self.started, "start_epoch": self.start_epoch, "rounds_done": self.rounds_done,
+                "loss_history": list(self.loss_history), "panel_spots": [list(s) for s in self.panel_spots]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.started = state_dict["started"]
+        self.start_epoch = state_dict["start_epoch"]
+        self.rounds_done = state_dict["rounds_done"]
+        self.loss_history = list(state_dict["loss_history"])
+        self.panel_spots = [tuple(s) for s in state_dict["panel_spots"]]
+
+
+def _synchronized_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _valid(valid_hw: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    from irstd.metrics import valid_region
+
+    return valid_region(shape, valid_hw, valid_hw.device)
+
+
+def _label_quality(label: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor,
+                   valid: torch.Tensor) -> torch.Tensor:
+    """Sums for PA/IoU of labels >= 0.5 against masks (images with masks only) and the labelled pixels."""
+    positive = (label >= 0.5) & valid
+    with_mask = has_mask.view(-1, 1, 1, 1)
+    truth = (mask > 0) & valid & with_mask
+    scored = positive & with_mask
+    return torch.stack([(scored & truth).sum(), (scored | truth).sum(), (scored & truth).sum(), truth.sum(),
+                        positive.sum(), has_mask.sum()]).double()
+
+
+def _pick_panel_spots(datamodule, count: int) -> list[tuple[str, int, int]]:
+    """The first `count` round-0 targets of the training set (image name, centroid row, col)."""
+    from irstd.data.points import target_stats
+
+    spots: list[tuple[str, int, int]] = []
+    round_zero = datamodule.bank.read_round(0)
+    for sample in datamodule.train_scan.samples:
+        for target in target_stats(round_zero[sample.name] > 0.5):
+            spots.append((sample.name, int(target.centroid[0]), int(target.centroid[1])))
+            if len(spots) == count:
+                return spots
+    return spots
