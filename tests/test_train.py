@@ -141,3 +141,24 @@ def test_every_backbone_trains_from_the_shipped_config(backbone, tiny_dataset, t
     assert objects["model"].hparams.backbone["name"] == backbone
     assert np.isfinite(metrics["train/loss_step"]) and "test/iou" in metrics
     GlobalHydra.instance().clear()
+
+
+def test_eval_scores_saved_predictions_like_the_model(train_cfg, tiny_dataset, tmp_path):
+    train(train_cfg)
+    last = os.path.join(train_cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    data_overrides = [o for o in tiny_train_overrides(tiny_dataset) if o.startswith("data.")]
+    from_model, _ = evaluate(compose_config("eval", tmp_path / "model", data_overrides + [
+        f"ckpt_path={last}", "device=cpu", "save_predictions=true", "roc=false"]))
+    from_files, _ = evaluate(compose_config("eval", tmp_path / "files", data_overrides + [
+        f"pred_dir={tmp_path / 'model' / 'masks'}", "device=cpu", "roc=false", "name=saved"]))
+    for key in ("iou", "niou", "pixacc", "pd", "fa", "targets", "found"):
+        assert from_files[key] == pytest.approx(from_model[key], abs=1e-12), key
+    assert "| saved |" in (tmp_path / "files" / "results.md").read_text()
+    GlobalHydra.instance().clear()
+
+
+def test_eval_needs_exactly_one_source(tiny_dataset, tmp_path):
+    cfg = compose_config("eval", tmp_path / "eval", [f"data.root={tiny_dataset}"])
+    with pytest.raises(ValueError, match="exactly one of ckpt_path"):
+        evaluate(cfg)
+    GlobalHydra.instance().clear()
