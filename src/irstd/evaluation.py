@@ -14,6 +14,7 @@ from PIL import Image
 from irstd.data.sources import Sample, decode_image, find_file
 from irstd.fsutil import atomic_write
 from irstd.metrics import DetectionROC, metric_suite
+from irstd.tiling import predict_tiled
 from irstd.viz import overlay, plot_roc, save_png
 
 # the raw fractions of metrics.json, in table order
@@ -52,17 +53,26 @@ class SavedPredictions:
         return probs
 
 
-def model_predictor(model: torch.nn.Module, device: torch.device) -> Callable[[Mapping[str, Any]], torch.Tensor]:
-    """Probabilities of a LightningModule (`probabilities`) or a bare backbone returning logits."""
+def model_predictor(model: torch.nn.Module, device: torch.device, tile_size: int | None = None,
+                    tile_overlap: int = 64) -> Callable[[Mapping[str, Any]], torch.Tensor]:
+    """Probabilities of a LightningModule (`probabilities`) or a bare backbone returning logits.
+
+    Frames with a side longer than `tile_size` are predicted in overlapping tiles (`irstd.tiling`).
+    """
     model = model.to(device).eval()
 
-    @torch.no_grad()
-    def predict(batch: Mapping[str, Any]) -> torch.Tensor:
-        image = batch["image"].to(device)
+    def probabilities(image: torch.Tensor) -> torch.Tensor:
         if hasattr(model, "probabilities"):
             return model.probabilities(image)
         logits = model(image)
         return torch.sigmoid(logits[-1] if isinstance(logits, (list, tuple)) else logits)
+
+    @torch.no_grad()
+    def predict(batch: Mapping[str, Any]) -> torch.Tensor:
+        image = batch["image"].to(device)
+        if tile_size and max(image.shape[-2:]) > tile_size:
+            return predict_tiled(probabilities, image, tile_size, tile_overlap)
+        return probabilities(image)
 
     return predict
 

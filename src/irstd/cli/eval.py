@@ -68,7 +68,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not loader:
         raise ValueError(f"dataset {datamodule.root} has no masks/: there is nothing to score against")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    predict = predictor if isinstance(predictor, SavedPredictions) else model_predictor(predictor, device)
+    predict = predictor if isinstance(predictor, SavedPredictions) else model_predictor(
+        predictor, device, cfg.get("tile_size"), cfg.get("tile_overlap", 64))
     samples = {sample.name: sample for sample in datamodule.test_scan.samples}
     metrics, curves = evaluate_batches(
         _progress(loader, f"evaluating {name}"), predict, device=device, threshold=cfg.threshold,
