@@ -21,7 +21,7 @@ from irstd.losses import focal_loss
 log = logging.getLogger(__name__)
 
 ROUND_FIELDS = ("round", "epoch", "forward_s", "evolve_s", "labelled_pixels", "label_pa", "label_iou", "lossd",
-                "loss_before", "loss_after")
+                "loss_before", "loss_after", "label_pa_before", "label_iou_before")
 
 
 class LESPSCallback(pl.Callback):
@@ -38,7 +38,8 @@ class LESPSCallback(pl.Callback):
     Per round it logs (to the loggers and `lesps_rounds.csv` in the run directory): time spent in the
     forward pass and in evolution, labelled pixels (>= 0.5), the PA and IoU of the evolved labels (>= 0.5)
     against the masks when they exist, and lossd = |focal loss of the predictions against the labels after
-    the update minus before| (the paper's supplement, Fig. III). A panel per round (`lesps/round_NNNN.png`)
+    the update minus before| (the paper's supplement, Fig. III), and the PA/IoU of the labels before the
+    update (round 0's point labels at the first round). A panel per round (`lesps/round_NNNN.png`)
     shows a fixed set of targets: image, ground truth, label, prediction.
 
     The released code runs both its first-round and its every-f-epochs updates when the start epoch is also
@@ -126,7 +127,8 @@ class LESPSCallback(pl.Callback):
         device = pl_module.device
         timers = {"forward": 0.0, "evolve": 0.0}
         evolved: dict[str, np.ndarray] = {}
-        quality = torch.zeros(6, dtype=torch.float64, device=device)  # inter, union, correct, target px, labelled
+        # per label set (after, before): intersection, union, correct, target pixels, labelled, images with masks
+        quality = torch.zeros(2, 6, dtype=torch.float64, device=device)
         loss_before = loss_after = 0.0
         loader = datamodule.evolve_dataloader(shard, batch_size=self.batch_size) if shard else []
         for batch in loader:
@@ -143,7 +145,9 @@ class LESPSCallback(pl.Callback):
             valid = _valid(valid_hw, label.shape)
             loss_before += float(focal_loss(logits.masked_fill(~valid, -30.0), label * valid))
             loss_after += float(focal_loss(logits.masked_fill(~valid, -30.0), new_label * valid))
-            quality += _label_quality(new_label, batch["mask"].to(device), batch["has_mask"].to(device), valid)
+            mask, has_mask = batch["mask"].to(device), batch["has_mask"].to(device)
+            quality[0] += _label_quality(new_label, mask, has_mask, valid)
+            quality[1] += _label_quality(label, mask, has_mask, valid)
             for i, name in enumerate(batch["name"]):
                 height, width = batch["valid_hw"][i].tolist()
                 evolved[name] = new_label[i, 0, :height, :width].cpu().numpy()
@@ -156,13 +160,13 @@ class LESPSCallback(pl.Callback):
                                                        timers["evolve"]], dtype=torch.float64, device=device),
                                          reduce_op="sum")
         self.rounds_done += 1
+        after, before = (_pa_iou(q) for q in quality)
         record = {
             "round": round_index, "epoch": epoch, "forward_s": float(totals[2]) / world,
-            "evolve_s": float(totals[3]) / world, "labelled_pixels": int(quality[4]),
-            "label_pa": float(quality[2] / quality[3]) if quality[3] > 0 else float("nan"),
-            "label_iou": float(quality[0] / quality[1]) if quality[1] > 0 else float("nan"),
-            "lossd": abs(float(totals[1] - totals[0])), "loss_before": float(totals[0]),
-            "loss_after": float(totals[1]),
+            "evolve_s": float(totals[3]) / world, "labelled_pixels": int(quality[0, 4]),
+            "label_pa": after[0], "label_iou": after[1], "lossd": abs(float(totals[1] - totals[0])),
+            "loss_before": float(totals[0]), "loss_after": float(totals[1]),
+            "label_pa_before": before[0], "label_iou_before": before[1],
         }
         pl_module.log_dict({f"lesps/{k}": float(v) for k, v in record.items()}, on_epoch=True)
         self._write_round(trainer, record)
@@ -275,6 +279,13 @@ def _label_quality(label: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tens
     scored = positive & with_mask
     return torch.stack([(scored & truth).sum(), (scored | truth).sum(), (scored & truth).sum(), truth.sum(),
                         positive.sum(), has_mask.sum()]).double()
+
+
+def _pa_iou(sums: torch.Tensor) -> tuple[float, float]:
+    """PA and IoU from the sums of `_label_quality` (NaN without masks)."""
+    pa = float(sums[2] / sums[3]) if sums[3] > 0 else float("nan")
+    iou = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
+    return pa, iou
 
 
 def _pick_panel_spots(datamodule, count: int) -> list[tuple[str, int, int]]:
