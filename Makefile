@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint clean
+.PHONY: help install demo test test-slow lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ test-slow: install ## run the slow tests too
 
 lint: install ## ruff over the code and the tests
 	$(VENV)/bin/ruff check src tests scripts
+
+bench: install ## time backbones, metrics and one LESPS round against references measured in the same run
+	$(PY) scripts/bench_models.py
+	$(PY) scripts/bench_metrics.py
+	$(PY) scripts/bench_metrics.py --noise 0.55
+	$(PY) scripts/bench_evolution.py
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from irstd.components import find_components
+from irstd.components import _find_components_torch, find_components
 from irstd.metrics import DetectionROC, TargetDetection
 from irstd.metrics.reference import reference_pd_fa
 
@@ -78,16 +78,17 @@ def test_area_value_rule_reproduces_the_reference_quirk():
     assert detect(pred, truth, fa_rule="area_value")["fa"] == 0
 
 
-def test_components_are_numbered_in_raster_order():
+@pytest.mark.parametrize("find", [find_components, _find_components_torch], ids=["cpu", "device-path"])
+def test_components_are_numbered_in_raster_order(find):
     mask = torch.zeros(1, 6, 6, dtype=torch.bool)
     mask[0, 4, 0] = True  # first pixel in raster order comes last
     mask[0, 0, 5] = True
     mask[0, 1, 1] = mask[0, 2, 2] = True  # one diagonal component
-    components = find_components(mask)
+    components = find(mask)
     assert components.counts.tolist() == [3]
-    assert components.labels[0, 0, 5] == 1 and components.labels[0, 1, 1] == 2 and components.labels[0, 4, 0] == 3
+    # raster order of first pixels: (0, 5), then (1, 1)-(2, 2), then (4, 0)
     assert components.area.tolist() == [1, 2, 1]
-    assert components.centroid[1].tolist() == [1.5, 1.5]
+    assert components.centroid.tolist() == [[0.0, 5.0], [1.5, 1.5], [4.0, 0.0]]
 
 
 masks = st.integers(min_value=1, max_value=4).flatmap(lambda batch: st.tuples(
@@ -136,3 +137,13 @@ def test_device_labeller_numbers_components_like_scipy(seed):
     mask = torch.rand(3, 20, 17, generator=generator) > 0.7
     # the kornia path of CUDA tensors, run here on the CPU, numbers exactly as SciPy does
     assert torch.equal(_scipy_labels(mask).flatten(), _union_find_labels(mask))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_cpu_and_device_statistics_agree(seed):
+    mask = torch.rand(4, 23, 31, generator=torch.Generator().manual_seed(seed)) > 0.75
+    mask[1] = False  # an empty image among others
+    cpu, device = find_components(mask), _find_components_torch(mask)
+    assert torch.equal(cpu.counts, device.counts) and torch.equal(cpu.image_index, device.image_index)
+    assert torch.equal(cpu.area, device.area) and torch.allclose(cpu.centroid, device.centroid)

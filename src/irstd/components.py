@@ -11,21 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # 8-connectivity inside each image plane and none across planes, for one scipy.ndimage.label call per batch.
 _PLANE_WISE_8_CONNECTED = [[[0] * 3] * 3, [[1] * 3] * 3, [[0] * 3] * 3]
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
 class Components:
-    """All components of a batch; component `i` lives in image `image_index[i]`.
-
-    `labels[b]` numbers image b's components 1..counts[b] (0 = background);
-    the flat component index of label `l` in image `b` is `offsets[b] + l - 1`.
+    """All components of a batch, image by image in raster order of their first pixel;
+    component `i` lives in image `image_index[i]`, image b's are `offsets[b]` .. `offsets[b] + counts[b] - 1`.
     """
 
-    labels: torch.Tensor  # B x H x W, int64
     counts: torch.Tensor  # B
     offsets: torch.Tensor  # B, index of each image's first component
     image_index: torch.Tensor  # N
@@ -79,29 +78,57 @@ def _union_find_labels(mask: torch.Tensor) -> torch.Tensor:
 
 
 def find_components(mask: torch.Tensor) -> Components:
-    """Label the 8-connected components of a B x H x W (or B x 1 x H x W) boolean mask, with areas and
-    centroids (mean row and column of each component's pixels)."""
+    """The 8-connected components of a B x H x W (or B x 1 x H x W) boolean mask, with areas and
+    centroids (mean row and column of each component's pixels).
+
+    Statistics are accumulated over foreground pixels only, and on the CPU each image is labelled
+    within the bounding box of its foreground: masks are sparse, so the work follows the targets,
+    not the frame size.
+    """
     if mask.dim() == 4:
         mask = mask[:, 0]
     mask = mask.bool()
+    return _find_components_cpu(mask) if mask.device.type == "cpu" else _find_components_torch(mask)
+
+
+def _find_components_torch(mask: torch.Tensor) -> Components:
+    """Device-side statistics from one batched labelling."""
     batch, height, width = mask.shape
-    global_labels = connected_components(mask)
-    foreground = global_labels > 0
-    flat_ids = global_labels[foreground] - 1
-    total = int(global_labels.max()) if global_labels.numel() else 0
-    image_of_pixel = torch.arange(batch, device=mask.device).view(batch, 1, 1).expand_as(mask)[foreground]
-    image_index = torch.zeros(total, dtype=torch.int64, device=mask.device).scatter_(0, flat_ids, image_of_pixel)
+    flat = connected_components(mask).view(-1)
+    pixel = flat.nonzero().squeeze(1)
+    ids = flat[pixel] - 1
+    total = int(ids.max()) + 1 if ids.numel() else 0
+    image_index = torch.zeros(total, dtype=torch.int64, device=mask.device).scatter_(0, ids, pixel // (height * width))
     counts = torch.bincount(image_index, minlength=batch)
-    offsets = torch.cumsum(counts, 0) - counts
-    # raster numbering makes each image's labels one contiguous range: shift them to 1..count
-    labels = torch.where(foreground, global_labels - offsets.view(batch, 1, 1), global_labels)
-    area = torch.bincount(flat_ids, minlength=total)
-    rows, cols = torch.meshgrid(torch.arange(height, device=mask.device, dtype=torch.float64),
-                                torch.arange(width, device=mask.device, dtype=torch.float64), indexing="ij")
-    row_sum = torch.zeros(total, dtype=torch.float64, device=mask.device).index_add_(
-        0, flat_ids, rows.expand(batch, height, width)[foreground])
-    col_sum = torch.zeros(total, dtype=torch.float64, device=mask.device).index_add_(
-        0, flat_ids, cols.expand(batch, height, width)[foreground])
-    centroid = torch.stack([row_sum, col_sum], dim=1) / area.clamp(min=1).unsqueeze(1)
-    return Components(labels=labels, counts=counts, offsets=offsets, image_index=image_index, area=area,
-                      centroid=centroid)
+    area = torch.bincount(ids, minlength=total)
+    coords = torch.stack([pixel // width % height, pixel % width], dim=1).to(torch.float64)
+    centroid = torch.zeros(total, 2, dtype=torch.float64, device=mask.device).index_add_(0, ids, coords)
+    return Components(counts=counts, offsets=torch.cumsum(counts, 0) - counts, image_index=image_index,
+                      area=area, centroid=centroid / area.clamp(min=1).unsqueeze(1))
+
+
+def _find_components_cpu(mask: torch.Tensor) -> Components:
+    from scipy import ndimage
+
+    batch, _, width = mask.shape
+    counts = np.zeros(batch, dtype=np.int64)
+    areas, centroids = [], []
+    for b, image in enumerate(mask.numpy()):
+        foreground = np.flatnonzero(image)
+        if foreground.size == 0:
+            continue
+        rows, cols = foreground // width, foreground % width
+        top, left = rows.min(), cols.min()
+        box = image[top: rows.max() + 1, left: cols.max() + 1]
+        labels, count = ndimage.label(box, structure=_EIGHT_CONNECTED)
+        ids = labels[rows - top, cols - left] - 1
+        area = np.bincount(ids, minlength=count)
+        centroids.append(np.stack([np.bincount(ids, rows, count), np.bincount(ids, cols, count)], 1) / area[:, None])
+        areas.append(area)
+        counts[b] = count
+    counts_t = torch.from_numpy(counts)
+    return Components(
+        counts=counts_t, offsets=torch.cumsum(counts_t, 0) - counts_t,
+        image_index=torch.repeat_interleave(torch.arange(batch), counts_t),
+        area=torch.from_numpy(np.concatenate(areas)) if areas else torch.zeros(0, dtype=torch.int64),
+        centroid=torch.from_numpy(np.concatenate(centroids)) if centroids else torch.zeros(0, 2, dtype=torch.float64))
