@@ -37,14 +37,16 @@ def compose_config(name: str, output_dir: Path, overrides: list[str]) -> DictCon
     return cfg
 
 
-def tiny_train_overrides(data_root: Path) -> list[str]:
-    """A few seconds of CPU training on the tiny synthetic set, no background workers."""
+def tiny_train_overrides(data_root: Path, label: str = "full", lesps: str = "off") -> list[str]:
+    """A few seconds of CPU training on the tiny synthetic set, no background workers.
+
+    Full supervision without evolution by default: the mechanics under test, not the method."""
     return [
         f"data.root={data_root}",
         "data.synthetic.num_train=6", "data.synthetic.num_test=3", "data.synthetic.height=64",
         "data.synthetic.width=64", "data.synthetic.seed=3",
         "data.patch_size=32", "data.batch_size=4", "data.eval_batch_size=2", "data.num_workers=0",
-        "data.progress=false",
+        "data.progress=false", f"label={label}", f"lesps={lesps}",
         "model.backbone.width=4", "model.backbone.depth=2",
         "trainer=cpu", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

@@ -16,8 +16,8 @@ from irstd.lesps.callback import LESPSCallback
 
 
 def lesps_cfg(dataset, run_dir, *extra):
-    return compose_config("train", run_dir, tiny_train_overrides(dataset) + [
-        "label=centroid", "lesps=default", "test=false", "callbacks.model_checkpoint.every_n_epochs=1", *extra])
+    return compose_config("train", run_dir, tiny_train_overrides(dataset, label="centroid", lesps="default") + [
+        "test=false", "callbacks.model_checkpoint.every_n_epochs=1", *extra])
 
 
 def test_start_rule_by_loss_then_every_f_epochs():
@@ -106,8 +106,8 @@ def test_warns_when_evolution_never_starts(tiny_dataset, tmp_path, caplog):
 
 
 def test_lesps_off_keeps_the_point_labels(tiny_dataset, tmp_path):
-    cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset) + [
-        "label=centroid", "lesps=off", "test=false"])
+    cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset, label="centroid") + [
+        "test=false"])
     _, objects = train(cfg)
     assert not any(isinstance(c, LESPSCallback) for c in objects["trainer"].callbacks)
     assert LabelBank(Path(cfg.paths.output_dir) / "label_bank").rounds() == [0]
