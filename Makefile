@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: install ## train a small U-Net on the built-in synthetic data (CPU, a few minutes), then evaluate it
-	$(VENV)/bin/irstd-train experiment=demo
+demo: install ## LESPS from point labels on the built-in synthetic data (CPU, ~2 min); extra overrides: ARGS="..."
+	$(VENV)/bin/irstd-train experiment=demo $(ARGS)
 
 test: install ## run the fast test suite
 	$(PY) -m pytest
