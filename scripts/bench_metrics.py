@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from irstd.cli.common import resolve_device
 from irstd.data.transforms import pad_bottom_right
 from irstd.metrics import FA_RULES, TargetDetection, metric_suite
 from irstd.metrics.reference import reference_pd_fa
@@ -41,12 +42,6 @@ GOAL = 10.0  # the issue's goal: this many times faster than the reference on th
 Item = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # probs B x 1 x H x W, mask B x 1 x H x W, valid_hw B x 2
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    return torch.device(name)
 
 
 def sirst_predictions(args: argparse.Namespace, device: torch.device) -> list[Item]:

@@ -26,15 +26,8 @@ import time
 
 import torch
 
+from irstd.cli.common import resolve_device
 from irstd.models import available_backbones, build_backbone
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    return torch.device(name)
 
 
 def peak_rss_mb() -> float:

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from irstd.cli import config_dir
-from irstd.cli.common import log, save_resolved_config, seed
+from irstd.cli.common import log, resolve_device, save_resolved_config, seed
 from irstd.data.datamodule import IRSTDDataModule
 from irstd.evaluation import RESULT_KEYS, SavedPredictions, evaluate_batches, model_predictor, results_table, save_roc
 from irstd.fsutil import write_text_atomic
@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loader = datamodule.test_dataloader()
     if not loader:
         raise ValueError(f"dataset {datamodule.root} has no masks/: there is nothing to score against")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
     predict = predictor if isinstance(predictor, SavedPredictions) else model_predictor(
         predictor, device, cfg.get("tile_size"), cfg.get("tile_overlap", 64))
     samples = {sample.name: sample for sample in datamodule.test_scan.samples}

@@ -82,6 +82,18 @@ def resnet_stem(in_channels: int, stem_width: int) -> nn.Sequential:
     )
 
 
+def _channel_gate(channels: int, bottleneck: int) -> list[nn.Module]:
+    """1x1 conv bottleneck -> sigmoid weights, the layer order (and state-dict indices) of the release."""
+    return [
+        nn.Conv2d(channels, bottleneck, 1),
+        nn.BatchNorm2d(bottleneck, momentum=RELEASE_BN_MOMENTUM),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(bottleneck, channels, 1),
+        nn.BatchNorm2d(channels, momentum=RELEASE_BN_MOMENTUM),
+        nn.Sigmoid(),
+    ]
+
+
 class AsymBiFusion(nn.Module):
     """Asymmetric bi-directional modulation (ACM, Dai et al., WACV 2021).
 
@@ -93,23 +105,8 @@ class AsymBiFusion(nn.Module):
     def __init__(self, channels: int, reduction: int = 4):
         super().__init__()
         bottleneck = channels // reduction
-        self.topdown = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, bottleneck, 1),
-            nn.BatchNorm2d(bottleneck, momentum=RELEASE_BN_MOMENTUM),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(bottleneck, channels, 1),
-            nn.BatchNorm2d(channels, momentum=RELEASE_BN_MOMENTUM),
-            nn.Sigmoid(),
-        )
-        self.bottomup = nn.Sequential(
-            nn.Conv2d(channels, bottleneck, 1),
-            nn.BatchNorm2d(bottleneck, momentum=RELEASE_BN_MOMENTUM),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(bottleneck, channels, 1),
-            nn.BatchNorm2d(channels, momentum=RELEASE_BN_MOMENTUM),
-            nn.Sigmoid(),
-        )
+        self.topdown = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_channel_gate(channels, bottleneck))
+        self.bottomup = nn.Sequential(*_channel_gate(channels, bottleneck))
         self.post = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.BatchNorm2d(channels, momentum=RELEASE_BN_MOMENTUM),
