@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from irstd.components import connected_components
+from irstd.components import connected_components, find_components
 
 
 def evolve_labels(
@@ -139,19 +139,11 @@ def _check_inputs(pred: Tensor, label: Tensor, valid_hw: Tensor, window: int, se
 
 def _find_targets(positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Image index, floor of the centroid (row, col) and pixel count of each 8-connected component of `positive`."""
-    _, _, height, width = positive.shape
-    component = connected_components(positive).flatten()
-    pixel = component.nonzero().squeeze(1)
-    ids, target_of_pixel = torch.unique(component[pixel], return_inverse=True)
-    num_targets = ids.numel()
-    size = torch.bincount(target_of_pixel, minlength=num_targets)
-    image = torch.zeros_like(size).scatter_(0, target_of_pixel, pixel // (height * width))
-    coords = torch.stack([pixel // width % height, pixel % width], dim=1)
-    coord_sum = torch.zeros(num_targets, 2, dtype=torch.int64, device=pixel.device).index_add_(
-        0, target_of_pixel, coords
-    )
-    # Integer floor division: the reference's int() of the float centroid, without float rounding.
-    return image, coord_sum // size[:, None], size
+    targets = find_components(positive)
+    # The centroid sums are exact integers in float64, and an exact division is correctly rounded, so this
+    # floor equals the reference's int() of the float centroid.
+    centre = torch.floor(targets.centroid).to(torch.int64)
+    return targets.image_index, centre, targets.area
 
 
 def _kept_candidates(candidates: Tensor, seed_box: int, strict: bool) -> Tensor:
