@@ -6,8 +6,8 @@ Measured in one process, min/median over repeats:
                convolution to build its window, CPU connected components of its candidates and a loop
                over them (re-implemented here from its description, in torch + SciPy, for timing)
   spec         our sequential numpy reference (irstd.lesps.reference), one target at a time
-  ours (1)     irstd.lesps.evolve_labels, one image per call (as the callback runs with eval_batch_size 1)
-  ours (16)    the same, 16 padded images per call
+  ours (1)     irstd.lesps.evolve_labels, one image per call
+  ours (16)    the same, 16 padded images per call (what the callback does: lesps.evolve_chunk=16)
 Prints seconds and the ratios the issue asks for (released / ours, evolution / forward).
 
     python scripts/bench_evolution.py [--root ../shared/datasets/SIRST] [--weights ACM.pth.tar] [--device auto]

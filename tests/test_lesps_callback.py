@@ -112,3 +112,19 @@ def test_lesps_off_keeps_the_point_labels(tiny_dataset, tmp_path):
     assert not any(isinstance(c, LESPSCallback) for c in objects["trainer"].callbacks)
     assert LabelBank(Path(cfg.paths.output_dir) / "label_bank").rounds() == [0]
     GlobalHydra.instance().clear()
+
+
+def test_evolving_in_chunks_gives_the_same_round(tiny_dataset, tmp_path):
+    rounds = []
+    for chunk in (1, 4):
+        cfg = lesps_cfg(tiny_dataset, tmp_path / f"chunk{chunk}", "lesps.Tloss=1e9", "trainer.max_epochs=1",
+                        f"lesps.evolve_chunk={chunk}")
+        train(cfg)
+        rounds.append(LabelBank(Path(cfg.paths.output_dir) / "label_bank").read_round(1))
+        GlobalHydra.instance().clear()
+    assert rounds[0].keys() == rounds[1].keys()
+    changed = 0
+    for name in rounds[0]:
+        assert np.array_equal(rounds[0][name], rounds[1][name]), name
+        changed += int((rounds[0][name] > 0).sum())
+    assert changed > 0

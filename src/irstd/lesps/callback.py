@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from irstd.data.transforms import pad_bottom_right
 from irstd.fsutil import atomic_write
 from irstd.lesps.evolution import evolve_labels
 from irstd.losses import focal_loss
@@ -48,7 +49,7 @@ class LESPSCallback(pl.Callback):
 
     def __init__(self, Tloss: float = 10.0, Tb: float = 0.5, k: float = 0.5, f: int = 5, r: float = 0.0015,
                  window: int = 33, seed_box: int = 3, strict_false_alarm: bool = False, start: str = "loss",
-                 Tepoch: int = 50, batch_size: int | None = None, panel_targets: int = 8,
+                 Tepoch: int = 50, batch_size: int | None = None, evolve_chunk: int = 16, panel_targets: int = 8,
                  output_dir: str | None = None):
         super().__init__()
         if start not in ("loss", "epoch"):
@@ -62,7 +63,10 @@ class LESPSCallback(pl.Callback):
         self.Tloss, self.Tepoch, self.start, self.f = Tloss, Tepoch, start, f
         self.evolution_args = dict(Tb=Tb, k=k, r=r, window=window, seed_box=seed_box,
                                    strict_false_alarm=strict_false_alarm)
+        if evolve_chunk < 1:
+            raise ValueError(f"lesps.evolve_chunk must be >= 1 image, got {evolve_chunk}")
         self.batch_size = batch_size
+        self.evolve_chunk = evolve_chunk
         self.panel_targets = panel_targets
         self.output_dir = Path(output_dir) if output_dir else None
         # state saved in checkpoints
@@ -125,52 +129,68 @@ class LESPSCallback(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         device = pl_module.device
-        timers = {"forward": 0.0, "evolve": 0.0}
+        totals = _RoundTotals(device)
         evolved: dict[str, np.ndarray] = {}
-        # per label set (after, before): intersection, union, correct, target pixels, labelled, images with masks
-        quality = torch.zeros(2, 6, dtype=torch.float64, device=device)
-        loss_before = loss_after = 0.0
+        pending: list[dict[str, Any]] = []
         loader = datamodule.evolve_dataloader(shard, batch_size=self.batch_size) if shard else []
         for batch in loader:
-            image = batch["image"].to(device)
-            label = batch["label"].to(device)
-            valid_hw = batch["valid_hw"].to(device)
             start = _synchronized_time(device)
-            logits = pl_module.final_logits(image)
-            probs = torch.sigmoid(logits)
-            middle = _synchronized_time(device)
-            new_label = evolve_labels(probs, label, valid_hw, **self.evolution_args)
-            timers["forward"] += middle - start
-            timers["evolve"] += _synchronized_time(device) - middle
-            valid = _valid(valid_hw, label.shape)
-            loss_before += float(focal_loss(logits.masked_fill(~valid, -30.0), label * valid))
-            loss_after += float(focal_loss(logits.masked_fill(~valid, -30.0), new_label * valid))
-            mask, has_mask = batch["mask"].to(device), batch["has_mask"].to(device)
-            quality[0] += _label_quality(new_label, mask, has_mask, valid)
-            quality[1] += _label_quality(label, mask, has_mask, valid)
+            logits = pl_module.final_logits(batch["image"].to(device))
+            totals.forward_s += _synchronized_time(device) - start
             for i, name in enumerate(batch["name"]):
                 height, width = batch["valid_hw"][i].tolist()
-                evolved[name] = new_label[i, 0, :height, :width].cpu().numpy()
+                pending.append({"name": name, "logits": logits[i, :, :height, :width],
+                                "label": batch["label"][i, :, :height, :width].to(device),
+                                "mask": batch["mask"][i, :, :height, :width].to(device),
+                                "has_mask": bool(batch["has_mask"][i])})
+            # evolving many images per call amortises its fixed cost (the forward stays image by image)
+            if len(pending) >= self.evolve_chunk:
+                evolved.update(self._evolve_chunk(pending, totals))
+                pending = []
+        if pending:
+            evolved.update(self._evolve_chunk(pending, totals))
         if was_training:
             pl_module.train()
 
         round_index = self._commit(trainer, bank, evolved, epoch)
-        quality = trainer.strategy.reduce(quality, reduce_op="sum")
-        totals = trainer.strategy.reduce(torch.tensor([loss_before, loss_after, timers["forward"],
-                                                       timers["evolve"]], dtype=torch.float64, device=device),
-                                         reduce_op="sum")
+        quality = trainer.strategy.reduce(totals.quality, reduce_op="sum")
+        sums = trainer.strategy.reduce(torch.tensor([totals.loss_before, totals.loss_after, totals.forward_s,
+                                                     totals.evolve_s], dtype=torch.float64, device=device),
+                                       reduce_op="sum")
         self.rounds_done += 1
         after, before = (_pa_iou(q) for q in quality)
         record = {
-            "round": round_index, "epoch": epoch, "forward_s": float(totals[2]) / world,
-            "evolve_s": float(totals[3]) / world, "labelled_pixels": int(quality[0, 4]),
-            "label_pa": after[0], "label_iou": after[1], "lossd": abs(float(totals[1] - totals[0])),
-            "loss_before": float(totals[0]), "loss_after": float(totals[1]),
+            "round": round_index, "epoch": epoch, "forward_s": float(sums[2]) / world,
+            "evolve_s": float(sums[3]) / world, "labelled_pixels": int(quality[0, 4]),
+            "label_pa": after[0], "label_iou": after[1], "lossd": abs(float(sums[1] - sums[0])),
+            "loss_before": float(sums[0]), "loss_after": float(sums[1]),
             "label_pa_before": before[0], "label_iou_before": before[1],
         }
         pl_module.log_dict({f"lesps/{k}": float(v) for k, v in record.items()}, on_epoch=True)
         self._write_round(trainer, record)
         self._write_panel(trainer, pl_module, round_index)
+
+    def _evolve_chunk(self, items: list[dict[str, Any]], totals: _RoundTotals) -> dict[str, np.ndarray]:
+        """Evolve several images in one call: pad them to a common size, evolve, crop back."""
+        height = max(item["label"].shape[-2] for item in items)
+        width = max(item["label"].shape[-1] for item in items)
+
+        def stack(key: str, fill: float = 0.0) -> torch.Tensor:
+            return torch.stack([pad_bottom_right(item[key], height, width, fill) for item in items])
+
+        logits, label, mask = stack("logits", -30.0), stack("label"), stack("mask")
+        valid_hw = torch.tensor([item["label"].shape[-2:] for item in items], device=label.device)
+        has_mask = torch.tensor([item["has_mask"] for item in items], device=label.device)
+        start = _synchronized_time(label.device)
+        new_label = evolve_labels(torch.sigmoid(logits), label, valid_hw, **self.evolution_args)
+        totals.evolve_s += _synchronized_time(label.device) - start
+        valid = _valid(valid_hw, label.shape)
+        totals.loss_before += float(focal_loss(logits, label * valid))
+        totals.loss_after += float(focal_loss(logits, new_label * valid))
+        totals.quality[0] += _label_quality(new_label, mask, has_mask, valid)
+        totals.quality[1] += _label_quality(label, mask, has_mask, valid)
+        return {item["name"]: new_label[i, 0, :h, :w].cpu().numpy()
+                for i, (item, (h, w)) in enumerate(zip(items, valid_hw.tolist(), strict=True))}
 
     def _commit(self, trainer: pl.Trainer, bank, evolved: dict[str, np.ndarray], epoch: int) -> int:
         """Gather every rank's shard through files beside the bank, then rank 0 commits the whole round."""
@@ -256,6 +276,15 @@ class LESPSCallback(pl.Callback):
         self.rounds_done = state_dict["rounds_done"]
         self.loss_history = list(state_dict["loss_history"])
         self.panel_spots = [tuple(s) for s in state_dict["panel_spots"]]
+
+
+class _RoundTotals:
+    """What one round adds up on this rank: timings, losses before/after, label-quality sums."""
+
+    def __init__(self, device: torch.device):
+        self.forward_s = self.evolve_s = self.loss_before = self.loss_after = 0.0
+        # per label set (after, before): intersection, union, correct, target pixels, labelled, images with masks
+        self.quality = torch.zeros(2, 6, dtype=torch.float64, device=device)
 
 
 def _synchronized_time(device: torch.device) -> float:
