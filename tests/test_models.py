@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from irstd.models import available_backbones, build_backbone
+from irstd.models import available_backbones, build_backbone, register_backbone
 
 
 def test_registry_lists_unet_and_rejects_unknown_names():
@@ -34,3 +34,13 @@ def test_unet_width_scales_parameters():
     small = sum(p.numel() for p in build_backbone("unet", width=4).parameters())
     large = sum(p.numel() for p in build_backbone("unet", width=8).parameters())
     assert 3.5 < large / small < 4.5  # conv weights grow with width squared
+
+
+def test_a_registered_backbone_is_built_by_name(monkeypatch):
+    import irstd.models
+
+    monkeypatch.setattr(irstd.models, "_REGISTRY", dict(irstd.models._REGISTRY))
+    register_backbone("tiny_unet", "irstd.models.unet:UNet")
+    assert "tiny_unet" in available_backbones()
+    net = build_backbone("tiny_unet", width=2, depth=1)
+    assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)

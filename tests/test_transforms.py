@@ -1,15 +1,18 @@
+import pytest
 import torch
 
-from irstd.data.transforms import pad_to_multiple, random_crop, random_dihedral
+from irstd.data.transforms import pad_bottom_right, padded_size, random_crop, random_dihedral
 
 
-def test_pad_to_multiple_pads_bottom_right_only():
+def test_padding_to_a_multiple_pads_bottom_right_only():
     x = torch.arange(35 * 70, dtype=torch.float32).view(1, 35, 70)
-    padded = pad_to_multiple(x, 32)
+    padded = pad_bottom_right(x, padded_size(35, 32), padded_size(70, 32))
     assert padded.shape == (1, 64, 96)
     assert torch.equal(padded[:, :35, :70], x)
     assert padded[:, 35:, :].abs().sum() == 0 and padded[:, :, 70:].abs().sum() == 0
-    assert pad_to_multiple(torch.zeros(1, 64, 32)).shape == (1, 64, 32)
+    assert padded_size(64, 32) == 64 and padded_size(1, 32) == 32
+    with pytest.raises(ValueError, match="cannot pad"):
+        pad_bottom_right(x, 30, 70)
 
 
 def test_random_crop_applies_same_window():

@@ -21,12 +21,6 @@ def padded_size(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 
 
-def pad_to_multiple(tensor: torch.Tensor, multiple: int = 32) -> torch.Tensor:
-    """Pad bottom/right so H and W become multiples of `multiple` (a network's total stride)."""
-    height, width = tensor.shape[-2:]
-    return pad_bottom_right(tensor, padded_size(height, multiple), padded_size(width, multiple))
-
-
 def random_crop(image: torch.Tensor, label: torch.Tensor, size: int,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A random `size` x `size` window; images smaller than that are zero-padded first."""
