@@ -34,6 +34,16 @@ def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
     return objects
 
 
+def finish_loggers(loggers: list[Any]) -> None:
+    """Close every logger's run (a wandb run per job of a multirun, not one swallowing the sweep)."""
+    for logger in loggers:
+        logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+
+
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> Path:
     path = output_dir / "config_resolved.yaml"
     write_text_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))

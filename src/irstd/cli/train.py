@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from irstd.cli import config_dir
-from irstd.cli.common import instantiate_group, log, save_resolved_config, seed, write_metrics
+from irstd.cli.common import finish_loggers, instantiate_group, log, save_resolved_config, seed, write_metrics
 from irstd.data.datamodule import IRSTDDataModule
 
 
@@ -34,21 +34,36 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = dict(trainer.callback_metrics)
-    if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule)
-        metrics.update(trainer.callback_metrics)
-    metrics = write_metrics(metrics, output_dir / "metrics.json")
+    # loggers and DDP workers are released even when training fails, so the next job of a multirun starts clean
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = dict(trainer.callback_metrics)
+        if cfg.get("test"):
+            trainer.test(model, datamodule=datamodule)
+            metrics.update(trainer.callback_metrics)
+        if trainer.is_global_zero:
+            metrics = write_metrics(metrics, output_dir / "metrics.json")
+    finally:
+        finish_loggers(loggers)
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
 
 
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The metric a sweeper (Optuna) optimises, `optimized_metric` in the config; an unknown name is an error."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged by this run; logged: {', '.join(sorted(metrics))}")
+    return float(metrics[name])
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     try:
         metrics, _ = train(cfg)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("test/", "val/")))
         log.info("metrics: %s", shown or "none")
+        return optimized_value(metrics, cfg.get("optimized_metric"))
     finally:
         log.info("run directory: %s", cfg.paths.output_dir)
 
