@@ -1,4 +1,4 @@
-"""`irstd-data`: dataset tools (check a dataset, write point labels, generate the synthetic set)."""
+"""`irstd-data`: dataset tools (check a dataset, write point labels, generate the synthetic set, merge datasets)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,22 @@ def synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def build(args: argparse.Namespace) -> int:
+    from irstd.data.build import build_dataset, parse_source
+
+    sources = [parse_source(text) for text in args.source]
+    manifest = build_dataset(args.out, sources, name=args.name, force=args.force, copy=args.copy,
+                             size_mismatch=args.size_mismatch, progress=not args.quiet)
+    name = manifest["name"]
+    print(f"built {args.out}: " + ", ".join(f"{split} {info['images']}" for split, info in manifest["splits"].items()
+                                           if split.endswith(f"_{name}")))
+    for source in manifest["sources"]:
+        print(f"  {source['name']}: {source['train_images']} train, {source['test_images']} test, "
+              f"{len(source['renamed'])} renamed")
+    print(f"files: {manifest['transfers']['linked']} hard-linked, {manifest['transfers']['copied']} copied")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irstd-data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=synthetic)
+
+    p = commands.add_parser("build", help="merge datasets into one (e.g. SIRST3), with a manifest.json")
+    p.add_argument("out", help="the new dataset folder; its name is the merged split name unless --name")
+    p.add_argument("--source", action="append", required=True, metavar="NAME=ROOT[:TRAIN_SPLIT:TEST_SPLIT]",
+                   help="a dataset to merge (repeat); the splits default to NAME")
+    p.add_argument("--name", help="merged split name: img_idx/train_NAME.txt, test_NAME.txt (default: OUT's name)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p.add_argument("--copy", action="store_true", help="copy files even where hard links are possible")
+    p.add_argument("--size-mismatch", default="resize", choices=MISMATCH_POLICIES)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=build)
     return parser
 
 
