@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -42,6 +44,18 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     """Write a PNG crash-safely (a reader never sees a half-written file)."""
     with atomic_write(path) as handle:
         Image.fromarray(array).save(handle, format="PNG")
+
+
+def log_image(loggers: Iterable[Any], key: str, image: np.ndarray, step: int, caption: str) -> None:
+    """Send an RGB uint8 (H, W, 3) picture to the loggers that show images: wandb (with the caption) and
+    TensorBoard (which has no captions); other loggers are skipped."""
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[image], step=step, caption=[caption])
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, image, global_step=step, dataformats="HWC")
 
 
 def plot_roc(curves: dict, path: str | Path, title: str = "") -> None:

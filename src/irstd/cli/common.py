@@ -34,14 +34,15 @@ def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
     return objects
 
 
-def finish_loggers(loggers: list[Any]) -> None:
-    """Close every logger's run (a wandb run per job of a multirun, not one swallowing the sweep)."""
+def finish_loggers(loggers: list[Any], failed: bool = False) -> None:
+    """Close every logger's run (a wandb run per job of a multirun, not one swallowing the sweep); a failed job's
+    wandb run is marked failed, not finished."""
     for logger in loggers:
-        logger.finalize("success")
+        logger.finalize("failed" if failed else "success")
         if type(logger).__name__ == "WandbLogger":
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=1 if failed else 0)
 
 
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> Path:
