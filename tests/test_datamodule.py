@@ -175,3 +175,46 @@ def test_a_lone_last_training_image_is_dropped(tiny_dataset, tmp_path):
     four = make_dm(tiny_dataset, tmp_path / "four", batch_size=4)  # 6 images: batches of 4 and 2 kept
     four.setup("fit")
     assert sorted(len(b["image"]) for b in four.train_dataloader()) == [2, 4]
+
+
+def epoch_batches(loader, epoch: int) -> list[torch.Tensor]:
+    loader.sampler.set_epoch(epoch)
+    return [torch.cat([b["image"], b["label"]], dim=1) for b in loader]
+
+
+def test_training_batches_depend_on_seed_and_epoch_only(tiny_dataset, tmp_path):
+    """Same crops and flips with or without workers, and when an epoch is revisited (a resume)."""
+    in_process = make_dm(tiny_dataset, tmp_path / "a", seed=7)
+    in_process.setup("fit")
+    with_workers = make_dm(tiny_dataset, tmp_path / "b", seed=7, num_workers=2)
+    with_workers.setup("fit")
+    loader_a, loader_b = in_process.train_dataloader(), with_workers.train_dataloader()
+    epoch3 = epoch_batches(loader_a, 3)
+    for mine, theirs in zip(epoch3, epoch_batches(loader_b, 3), strict=True):
+        assert torch.equal(mine, theirs)
+    assert not all(torch.equal(x, y) for x, y in zip(epoch3, epoch_batches(loader_a, 4), strict=True))
+    for mine, again in zip(epoch3, epoch_batches(loader_a, 3), strict=True):
+        assert torch.equal(mine, again)
+    other_seed = make_dm(tiny_dataset, tmp_path / "c", seed=8)
+    other_seed.setup("fit")
+    assert not all(torch.equal(x, y) for x, y in zip(epoch3, epoch_batches(other_seed.train_dataloader(), 3),
+                                                     strict=True))
+
+
+def test_rank_shards_cover_the_training_set(tiny_dataset, tmp_path):
+    from irstd.data.datamodule import EpochSampler
+
+    dm = make_dm(tiny_dataset, tmp_path)
+    dm.setup("fit")
+    dataset = TrainDataset(dm.train_scan.samples, dm.bank, dm.mean, dm.std, 32)
+    for world in (2, 4):  # 6 images: even shards, then shards padded by repetition
+        keys = []
+        for rank in range(world):
+            sampler = EpochSampler(dataset, seed=1, num_replicas=world, rank=rank)
+            sampler.set_epoch(2)
+            keys.append(list(sampler))
+        assert len({len(k) for k in keys}) == 1, "every rank runs the same number of steps"
+        indices = [index for shard in keys for epoch, index in shard]
+        assert {epoch for shard in keys for epoch, _ in shard} == {2}
+        assert set(indices) == set(range(len(dataset)))
+        assert len(indices) == -(-len(dataset) // world) * world

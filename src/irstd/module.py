@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchmetrics import MetricCollection
@@ -12,6 +14,9 @@ from torchmetrics import MetricCollection
 from irstd.losses import FocalLoss
 from irstd.metrics import metric_suite
 from irstd.models import build_backbone
+
+# metric keys that count (summed over test sets) rather than measure a rate (averaged)
+COUNT_KEYS = ("targets", "found", "false_targets")
 
 
 class IRSTDModule(pl.LightningModule):
@@ -47,6 +52,9 @@ class IRSTDModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.val_metrics = metric_suite(threshold, "val/")
         self.test_metrics = metric_suite(threshold, "test/")
+        # several test sets (data.test_sets): one suite each, made when testing starts
+        self.test_set_names: list[str] = []
+        self.test_set_metrics = torch.nn.ModuleList()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""
@@ -82,15 +90,42 @@ class IRSTDModule(pl.LightningModule):
         self.log_dict({k: v for k, v in metrics.items() if k not in shown})
         self.val_metrics.reset()
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+    def on_test_start(self) -> None:
+        names = list(getattr(self.trainer.datamodule, "test_set_names", None) or [])
+        self.test_set_names = names if len(names) > 1 else []
+        self.test_set_metrics = torch.nn.ModuleList(
+            metric_suite(self.hparams.threshold, f"test/{name}/") for name in self.test_set_names).to(self.device)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.test_set_metrics[dataloader_idx] if self.test_set_names else self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict({k: v.float() for k, v in self.test_metrics.compute().items()})
-        self.test_metrics.reset()
+        """`test/<key>`; with several test sets `test/<SET>/<key>` each, and `test/<key>` the mean over the
+        sets (the paper's "Average" column) for rates, the total for counts."""
+        if not self.test_set_names:
+            self.log_dict({k: v.float() for k, v in self.test_metrics.compute().items()}, add_dataloader_idx=False)
+            self.test_metrics.reset()
+            return
+        per_set = []
+        for name, suite in zip(self.test_set_names, self.test_set_metrics, strict=True):
+            values = {k.removeprefix(f"test/{name}/"): v.double() for k, v in suite.compute().items()}
+            self.log_dict({f"test/{name}/{k}": v.float() for k, v in values.items()}, add_dataloader_idx=False)
+            per_set.append(values)
+            suite.reset()
+        combined = {k: torch.stack([values[k] for values in per_set]) for k in per_set[0]}
+        self.log_dict({f"test/{k}": (v.sum() if k in COUNT_KEYS else v.mean()).float() for k, v in combined.items()},
+                      add_dataloader_idx=False)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self.probabilities(batch["image"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores model, optimizer, scheduler and loops, not the random generators
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
@@ -101,3 +136,25 @@ class IRSTDModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+
+def rng_states() -> dict[str, Any]:
+    """The global generators of torch, CUDA, NumPy and Python, in types `torch.load(weights_only=True)` accepts."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = states["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

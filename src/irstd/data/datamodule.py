@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from irstd.data.label_bank import LabelBank
 from irstd.data.sources import DatasetError, Sample, SplitScan, normalization_stats, scan_split
@@ -25,32 +28,55 @@ log = logging.getLogger(__name__)
 class TrainDataset(Dataset):
     """Random crops of the training images with their labels from the bank's current round.
 
+    Items are addressed by `(epoch, index)` (see `EpochSampler`): the crop and the flip of a sample are
+    drawn from a generator seeded by (seed, epoch, index), so they are the same whatever the number of
+    workers or ranks, and a resumed run sees exactly what an uninterrupted one would have.
     The bank re-reads its manifest when it changes, so workers (persistent ones
     too) train on a newly committed round from the next sample on.
     """
 
     def __init__(self, samples: Sequence[Sample], bank: LabelBank, mean: float, std: float,
-                 patch_size: int, augment: bool = True):
+                 patch_size: int, augment: bool = True, seed: int = 0):
         self.samples = list(samples)
         self.bank = bank
         self.mean, self.std = mean, std
         self.patch_size = patch_size
         self.augment = augment
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         sample = self.samples[index]
         image = torch.from_numpy((sample.load_image() - self.mean) / self.std)[None]
         label = torch.from_numpy(self.bank.read(sample.name))[None]
         if label.shape != image.shape:
             raise DatasetError(f"label of {sample.name} in {self.bank.root} is {tuple(label.shape[1:])}, "
                                f"its image {sample.image} is {tuple(image.shape[1:])}")
-        image, label = random_crop(image, label, self.patch_size)
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
+        image, label = random_crop(image, label, self.patch_size, generator)
         if self.augment:
-            image, label = random_dihedral(image, label)
+            image, label = random_dihedral(image, label, generator)
         return {"image": image.contiguous(), "label": label.contiguous()}
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of a (seed, epoch)-shuffled order, as `(epoch, index)` keys for `TrainDataset`.
+
+    A DistributedSampler (so Lightning keeps it under DDP) that also works in one process; Lightning calls
+    `set_epoch` every epoch, from the restored epoch after a resume. Shards are padded to equal length by
+    repeating images, as DistributedSampler does, so every rank runs the same number of steps.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
 
 
 class FullImageDataset(Dataset):
@@ -134,12 +160,19 @@ class IRSTDDataModule(pl.LightningDataModule):
         mean, std: normalisation in the images' native units; None = from the train split.
         stats_file: where computed statistics are cached (inside the run directory).
         val_split: 'test' validates on the test split as the paper does; None disables validation.
+        val_fraction: when > 0, this fraction of the training split is held out (not trained on, not
+            evolved) and validation runs on it instead of the test split, so a checkpoint can be selected
+            without looking at the test split; 0 keeps the paper's protocol.
+        val_seed: which training images are held out (chosen by a hash of seed and name).
+        test_sets: test split names of this root, each tested and reported on its own (one test
+            dataloader each); None tests the `split` test split only.
         pad_multiple, pad_always: full images are zero-padded at the bottom/right to a multiple of
             `pad_multiple`; `pad_always` pads a full block even when the size already is one (the
             official evaluation's rule, for bit-compatible numbers).
         size_mismatch: image/mask size mismatch policy: resize | crop | skip | error.
         bad_files: unreadable or missing files: error | skip.
         synthetic: generation parameters when the dataset is the built-in synthetic one.
+        seed: seed of the training order, crops and flips (None: 0, so that DDP ranks agree on the order).
     """
 
     def __init__(self, root: str, split: str, label: str = "full", label_seed: int = 0,
@@ -148,8 +181,9 @@ class IRSTDDataModule(pl.LightningDataModule):
                  num_workers: int = 0, persistent_workers: bool = False, pin_memory: bool = False,
                  mean: float | None = None, std: float | None = None, stats_file: str | None = None,
                  val_split: str | None = "test", pad_multiple: int = 32, pad_always: bool = False,
+                 val_fraction: float = 0.0, val_seed: int = 0, test_sets: Sequence[str] | None = None,
                  size_mismatch: str = "resize", aspect_tolerance: float = 0.01, bad_files: str = "error",
-                 synthetic: dict | None = None, augment: bool = True, progress: bool = True):
+                 synthetic: dict | None = None, augment: bool = True, progress: bool = True, seed: int | None = 0):
         super().__init__()
         if (mean is None) != (std is None):
             raise ValueError("set both data.mean and data.std, or neither (then they are computed "
@@ -160,12 +194,21 @@ class IRSTDDataModule(pl.LightningDataModule):
             raise ValueError(f"data.patch_size={patch_size} must be a multiple of data.pad_multiple={pad_multiple}")
         if val_split not in ("test", None):
             raise ValueError(f"data.val_split must be 'test' or null, got {val_split!r}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if isinstance(test_sets, str):
+            test_sets = [test_sets]
+        if test_sets is not None and (not test_sets or len(set(test_sets)) != len(test_sets)):
+            raise ValueError(f"data.test_sets must be null or a list of distinct split names, got {test_sets}")
+        if seed is None:
+            seed = 0
         self.save_hyperparameters(logger=False)
         self.root = Path(root)
         self.mean, self.std = mean, std
         self.bank: LabelBank | None = None
         self.train_scan: SplitScan | None = None
-        self.test_scan: SplitScan | None = None
+        self.val_scan: SplitScan | None = None
+        self.test_scans: dict[str, SplitScan] = {}
 
     # ---- preparation -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -175,8 +218,8 @@ class IRSTDDataModule(pl.LightningDataModule):
             spec = SyntheticSpec(split_name=self.hparams.split, **self.hparams.synthetic)
             generate_synthetic(self.root, spec, progress=self.hparams.progress)
 
-    def _scan(self, stage: str, label: str | None, need_masks: bool) -> SplitScan:
-        scan = scan_split(self.root, stage, self.hparams.split, label=label, need_masks=need_masks,
+    def _scan(self, stage: str, label: str | None, need_masks: bool, split: str | None = None) -> SplitScan:
+        scan = scan_split(self.root, stage, split or self.hparams.split, label=label, need_masks=need_masks,
                           size_mismatch=self.hparams.size_mismatch,
                           aspect_tolerance=self.hparams.aspect_tolerance,
                           bad_files=self.hparams.bad_files, progress=self.hparams.progress)
@@ -187,19 +230,64 @@ class IRSTDDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_scan is None:
-            self.train_scan = self._scan("train", self.hparams.label, need_masks=False)
+            self.train_scan, self.val_scan = self._hold_out(self._scan("train", self.hparams.label, need_masks=False))
             self._setup_normalization()
             self._setup_bank()
-        if stage in ("fit", "validate", "test", None) and self.test_scan is None:
-            need_test = stage in ("test", "validate") or self.hparams.val_split == "test"
-            if need_test:
-                self.test_scan = self._scan("test", None, need_masks=False)
-                if not self.test_scan.masks_available:
-                    log.warning("dataset %s has no masks/: evaluation and label-quality metrics are "
-                                "skipped", self.root)
+        validates_on_test = (stage in ("fit", "validate") and self.hparams.val_split == "test"
+                             and not self.hparams.val_fraction)
+        if (stage in ("test", None) or validates_on_test) and not self.test_scans:
+            self.test_scans = {name: self._scan("test", None, need_masks=False, split=name)
+                               for name in self.test_set_names}
+            if not next(iter(self.test_scans.values())).masks_available:
+                log.warning("dataset %s has no masks/: evaluation and label-quality metrics are "
+                            "skipped", self.root)
         if self.mean is None:
             raise DatasetError("normalisation statistics are unknown: set data.mean and data.std "
                                "(the training statistics of the checkpoint's run)")
+
+    @property
+    def test_set_names(self) -> list[str]:
+        """The test splits reported, one test dataloader each: `data.test_sets`, else `data.split`."""
+        return list(self.hparams.test_sets or [self.hparams.split])
+
+    @property
+    def test_scan(self) -> SplitScan | None:
+        """The scan of the one test split (irstd-eval scores a single split)."""
+        if len(self.test_scans) > 1:
+            raise DatasetError(f"data.test_sets lists {len(self.test_scans)} test splits; score them one at a time "
+                               "with data.test_sets=null data.split=NAME")
+        return next(iter(self.test_scans.values()), None)
+
+    def _hold_out(self, scan: SplitScan) -> tuple[SplitScan, SplitScan | None]:
+        """(training part, validation part) of the training split: `val_fraction` of it held out.
+
+        The held-out images are those whose sha256 of (val_seed, name) ranks lowest: the choice depends on
+        the seed and the names, not on the order of the split file. The training part alone then sets the
+        normalisation and fills the label bank.
+        """
+        fraction = self.hparams.val_fraction
+        if not fraction:
+            return scan, None
+        if not scan.masks_available:
+            raise DatasetError(f"data.val_fraction={fraction} needs masks/ in {self.root} to validate against")
+        count = len(scan.samples)
+        if count < 2:
+            raise DatasetError(f"data.val_fraction={fraction} needs at least 2 training images, {scan.split_file} "
+                               f"has {count}")
+        held = min(count - 1, max(1, round(fraction * count)))
+        seed = self.hparams.val_seed
+        ranked = sorted(range(count), key=lambda i: hashlib.sha256(f"{seed}:{scan.samples[i].name}".encode()).digest())
+        chosen = set(ranked[:held])
+
+        def part(keep: bool) -> SplitScan:
+            kept = [i for i in range(count) if (i in chosen) != keep]
+            return replace(scan, samples=[scan.samples[i] for i in kept],
+                           image_means=[scan.image_means[i] for i in kept],
+                           image_stds=[scan.image_stds[i] for i in kept])
+
+        log.info("validating on %d of the %d training images (data.val_fraction=%s); training on the other %d",
+                 held, count, fraction, count - held)
+        return part(True), part(False)
 
     def _setup_normalization(self) -> None:
         if self.mean is not None:
@@ -236,31 +324,60 @@ class IRSTDDataModule(pl.LightningDataModule):
 
     # ---- loaders -----------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate=None,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
                           pin_memory=self.hparams.pin_memory, collate_fn=collate, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         dataset = TrainDataset(self.train_scan.samples, self.bank, self.mean, self.std,
-                               self.hparams.patch_size, self.hparams.augment)
+                               self.hparams.patch_size, self.hparams.augment, self.hparams.seed)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(dataset, self.hparams.seed, num_replicas=world, rank=rank)
         # A last batch of one image breaks batch norm after global pooling (ACM, ALCNet): drop only that one.
-        lone_last = len(dataset) % self.hparams.batch_size == 1 and len(dataset) > 1
-        return self._loader(dataset, self.hparams.batch_size, shuffle=True, drop_last=lone_last)
+        lone_last = sampler.num_samples % self.hparams.batch_size == 1 and sampler.num_samples > 1
+        return self._loader(dataset, self.hparams.batch_size, shuffle=False, drop_last=lone_last, sampler=sampler)
 
-    def _eval_loader(self) -> DataLoader | list:
-        if self.test_scan is None or not self.test_scan.masks_available:
-            return []
-        dataset = FullImageDataset(self.test_scan.samples, self.mean, self.std)
-        return self._loader(dataset, self.hparams.eval_batch_size, shuffle=False,
+    def _eval_loader(self, samples: Sequence[Sample], world_size: int | None = None,
+                     rank: int | None = None) -> DataLoader:
+        """Whole images in a fixed order; across `world_size` DDP ranks (default: the initialised process
+        group's), each rank takes every world_size-th image with no padding.
+
+        Lightning would otherwise substitute a DistributedSampler, which repeats images to even out the
+        shards, and the sum-reduced metric states would count those images twice.
+        """
+        if world_size is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            world_size = torch.distributed.get_world_size() if distributed else 1
+            rank = torch.distributed.get_rank() if distributed else 0
+        if 1 < world_size and len(samples) < world_size:
+            # a rank without a batch would skip the epoch-end metric reduction the others wait in
+            raise DatasetError(f"{len(samples)} evaluation images of {self.root} cannot be shared by {world_size} "
+                               "DDP ranks (each needs one): evaluate with fewer processes, or with irstd-eval")
+        dataset = FullImageDataset(samples, self.mean, self.std)
+        sampler = (UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+                   if world_size > 1 else None)
+        return self._loader(dataset, self.hparams.eval_batch_size, shuffle=False, sampler=sampler,
                             collate=_PadCollate(self.hparams.pad_multiple, self.hparams.pad_always))
 
     def val_dataloader(self):
-        return self._eval_loader() if self.hparams.val_split == "test" else []
+        if self.hparams.val_split is None:
+            return []
+        # the images held out of training; without them (monitoring only) the test sets together
+        scans = [self.val_scan] if self.val_scan is not None else list(self.test_scans.values())
+        if not scans or not scans[0].masks_available:
+            return []
+        return self._eval_loader(list({s.name: s for scan in scans for s in scan.samples}.values()))
 
     def test_dataloader(self):
-        return self._eval_loader()
+        """One loader, or one per test set (`data.test_sets`), in the order of `test_set_names`."""
+        scans = list(self.test_scans.values())
+        if not scans or not scans[0].masks_available:
+            return []
+        loaders = [self._eval_loader(scan.samples) for scan in scans]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def evolve_dataloader(self, samples: Sequence[Sample] | None = None, batch_size: int | None = None) -> DataLoader:
         """Full training images (all, or `samples`) with their masks and current labels, in a fixed order."""

@@ -125,14 +125,40 @@ class LESPSCallback(pl.Callback):
         datamodule = trainer.datamodule
         bank = datamodule.bank
         rank, world = trainer.global_rank, trainer.world_size
-        shard = datamodule.train_scan.samples[rank::world]
+        device = pl_module.device
+        if world > 1:
+            # batch-norm statistics follow each rank's own last batches: evolve every shard with rank 0's
+            _broadcast_buffers(pl_module)
+        evolved, totals = self.evolve_samples(pl_module, datamodule, datamodule.train_scan.samples[rank::world])
+        round_index = self._commit(trainer, bank, evolved, epoch)
+        quality = trainer.strategy.reduce(totals.quality, reduce_op="sum")
+        sums = trainer.strategy.reduce(torch.tensor([totals.loss_before, totals.loss_after, totals.forward_s,
+                                                     totals.evolve_s], dtype=torch.float64, device=device),
+                                       reduce_op="sum")
+        self.rounds_done += 1
+        after, before = (_pa_iou(q) for q in quality)
+        record = {
+            "round": round_index, "epoch": epoch, "forward_s": float(sums[2]) / world,
+            "evolve_s": float(sums[3]) / world, "labelled_pixels": int(quality[0, 4]),
+            "label_pa": after[0], "label_iou": after[1], "lossd": abs(float(sums[1] - sums[0])),
+            "loss_before": float(sums[0]), "loss_after": float(sums[1]),
+            "label_pa_before": before[0], "label_iou_before": before[1],
+        }
+        pl_module.log_dict({f"lesps/{k}": float(v) for k, v in record.items()}, on_epoch=True)
+        self._write_round(trainer, record)
+        self._write_panel(trainer, pl_module, round_index)
+
+    @torch.no_grad()
+    def evolve_samples(self, pl_module: pl.LightningModule, datamodule, samples) -> tuple[dict[str, np.ndarray],
+                                                                                          _RoundTotals]:
+        """The next labels of `samples` (a rank's shard) from the model's predictions; no files, no collectives."""
         was_training = pl_module.training
         pl_module.eval()
         device = pl_module.device
         totals = _RoundTotals(device)
         evolved: dict[str, np.ndarray] = {}
         pending: list[dict[str, Any]] = []
-        loader = datamodule.evolve_dataloader(shard, batch_size=self.batch_size) if shard else []
+        loader = datamodule.evolve_dataloader(samples, batch_size=self.batch_size) if samples else []
         for batch in loader:
             start = _synchronized_time(device)
             logits = pl_module.final_logits(batch["image"].to(device))
@@ -151,24 +177,7 @@ class LESPSCallback(pl.Callback):
             evolved.update(self._evolve_chunk(pending, totals))
         if was_training:
             pl_module.train()
-
-        round_index = self._commit(trainer, bank, evolved, epoch)
-        quality = trainer.strategy.reduce(totals.quality, reduce_op="sum")
-        sums = trainer.strategy.reduce(torch.tensor([totals.loss_before, totals.loss_after, totals.forward_s,
-                                                     totals.evolve_s], dtype=torch.float64, device=device),
-                                       reduce_op="sum")
-        self.rounds_done += 1
-        after, before = (_pa_iou(q) for q in quality)
-        record = {
-            "round": round_index, "epoch": epoch, "forward_s": float(sums[2]) / world,
-            "evolve_s": float(sums[3]) / world, "labelled_pixels": int(quality[0, 4]),
-            "label_pa": after[0], "label_iou": after[1], "lossd": abs(float(sums[1] - sums[0])),
-            "loss_before": float(sums[0]), "loss_after": float(sums[1]),
-            "label_pa_before": before[0], "label_iou_before": before[1],
-        }
-        pl_module.log_dict({f"lesps/{k}": float(v) for k, v in record.items()}, on_epoch=True)
-        self._write_round(trainer, record)
-        self._write_panel(trainer, pl_module, round_index)
+        return evolved, totals
 
     def _evolve_chunk(self, items: list[dict[str, Any]], totals: _RoundTotals) -> dict[str, np.ndarray]:
         """Evolve several images in one call: pad them to a common size, evolve, crop back."""
@@ -203,12 +212,14 @@ class LESPSCallback(pl.Callback):
                 f"a{i}": array for i, array in enumerate(evolved.values())})
         trainer.strategy.barrier("lesps-shards-written")
         if trainer.is_global_zero:
+            # exactly this world's files: a crashed earlier run may have left others for the same epoch
+            paths = [shard_dir / f"epoch{epoch:05d}_rank{rank:03d}.npz" for rank in range(trainer.world_size)]
             merged: dict[str, np.ndarray] = {}
-            for path in sorted(shard_dir.glob(f"epoch{epoch:05d}_rank*.npz")):
+            for path in paths:
                 with np.load(path, allow_pickle=True) as data:
                     merged.update({name: data[f"a{i}"] for i, name in enumerate(data["names"])})
             bank.commit(merged, meta={"epoch": epoch})
-            for path in shard_dir.glob(f"epoch{epoch:05d}_rank*.npz"):
+            for path in paths:
                 path.unlink()
         trainer.strategy.barrier("lesps-round-committed")
         return bank.current_round()
@@ -231,7 +242,7 @@ class LESPSCallback(pl.Callback):
 
     @rank_zero_only
     def _write_panel(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_index: int) -> None:
-        from irstd.viz import evolution_panel, save_png
+        from irstd.viz import evolution_panel, log_image, save_png
 
         datamodule = trainer.datamodule
         if not self.panel_spots:
@@ -259,11 +270,8 @@ class LESPSCallback(pl.Callback):
         panel = evolution_panel(views, self.panel_spots, title=f"round {round_index}")
         path = self._run_dir(trainer) / "lesps" / f"round_{round_index:04d}.png"
         save_png(panel, path)
-        for logger in trainer.loggers:
-            log_image = getattr(logger, "log_image", None)
-            if log_image is not None:
-                log_image(key="lesps/panel", images=[panel], step=trainer.global_step,
-                          caption=[f"round {round_index}: image | ground truth | label | prediction"])
+        log_image(trainer.loggers, "lesps/panel", panel, trainer.global_step,
+                  f"round {round_index}: image | ground truth | label | prediction")
 
     # ---- checkpoint state --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -285,6 +293,11 @@ class _RoundTotals:
         self.forward_s = self.evolve_s = self.loss_before = self.loss_after = 0.0
         # per label set (after, before): intersection, union, correct, target pixels, labelled, images with masks
         self.quality = torch.zeros(2, 6, dtype=torch.float64, device=device)
+
+
+def _broadcast_buffers(module: torch.nn.Module) -> None:
+    for buffer in module.buffers():
+        torch.distributed.broadcast(buffer, src=0)
 
 
 def _synchronized_time(device: torch.device) -> float:

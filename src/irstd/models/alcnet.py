@@ -41,6 +41,9 @@ class ALCNet(nn.Module):
     Defaults are the released configuration (519,889 parameters). Input sides must be multiples of 16.
     """
 
+    # read by irstd's DDP strategy: uplayer1/uplayer2 never get a gradient (see __init__)
+    has_unused_parameters = True
+
     def __init__(self, in_channels: int = 1, layers: Sequence[int] = (4, 4, 4),
                  channels: Sequence[int] = (8, 16, 32, 64)):
         super().__init__()
@@ -55,7 +58,7 @@ class ALCNet(nn.Module):
         self.deconv0 = nn.ConvTranspose2d(channels[1], channels[0], 4, stride=2, padding=1)
         # The release builds these two decoder stages but its forward never calls them (92,928 parameters
         # by default). They stay so that released checkpoints load strictly; they get no gradient, so
-        # distributed training needs find_unused_parameters.
+        # distributed training needs find_unused_parameters (`has_unused_parameters`).
         self.uplayer2 = residual_stage(channels[2], channels[2], layers[1])
         self.uplayer1 = residual_stage(channels[1], channels[1], layers[0])
         self.fuse23 = AsymBiFusion(channels[2])
