@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # the CPU build on machines without a GPU; pip picks the CUDA build where one is wanted
 TORCH_VERSION ?= 2.13.0
+# make reproduce-*: conf/scale/$(SCALE).yaml, seeds 0..SEEDS-1 of every experiment
+SCALE ?= smoke
+SEEDS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint bench clean
+.PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-fig6
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-17s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv and install irstd (editable) with its test tools
 
@@ -36,6 +39,17 @@ bench: install ## time backbones, metrics and one LESPS round against references
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_metrics.py --noise 0.55
 	$(PY) scripts/bench_evolution.py
+
+reproduce: reproduce-table1 reproduce-table2 reproduce-fig6 ## the three below; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
+
+reproduce-table1: install ## Table 1: DNA-Net w/ and w/o LESPS from centroid/coarse points, and full supervision
+	$(PY) scripts/reproduce.py table1 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+
+reproduce-table2: install ## Table 2: ACM, ALCNet, DNA-Net x full / centroid+ / coarse+ (SCALE=smoke: CPU, ~2 min)
+	$(PY) scripts/reproduce.py table2 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+
+reproduce-fig6: install ## Fig. 6: LESPS's Tloss, Tb, k and f swept with DNA-Net from centroid points
+	$(PY) scripts/reproduce.py fig6 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

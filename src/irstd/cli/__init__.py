@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from irstd.cli import resolvers  # noqa: F401  (registers the ${irstd.*} resolvers before any config is composed)
+
 
 def config_dir() -> str:
     """The repository's conf/ (editable install) unless IRSTD_CONFIG_DIR points elsewhere."""
