@@ -18,9 +18,26 @@ from irstd.fsutil import write_text_atomic
 from irstd.module import IRSTDModule
 
 
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """A checkpoint irstd-train wrote; any other file is a ValueError naming it and saying what to give instead."""
+    ours = "give a checkpoint irstd-train wrote (RUN/checkpoints/last.ckpt)"
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a foreign file fails in pickle, zip, EOF or runtime errors alike
+        raise ValueError(f"ckpt_path={ckpt_path} is not a PyTorch checkpoint ({type(err).__name__}: {err}); "
+                         f"{ours}") from err
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint \
+            or "backbone" not in checkpoint.get("hyper_parameters", {}):
+        released = isinstance(checkpoint, dict) and "state_dict" in checkpoint
+        hint = ("it holds bare weights (a released .pth.tar?): load them with model=NAME model.weights="
+                f"{ckpt_path} data.mean=M data.std=S" if released else ours)
+        raise ValueError(f"ckpt_path={ckpt_path} is not an irstd training checkpoint; {hint}")
+    return checkpoint
+
+
 def checkpoint_normalization(ckpt_path: str | Path) -> tuple[float, float]:
     """The training statistics a checkpoint of ours carries in its DataModule state."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(ckpt_path)
     state = checkpoint.get(IRSTDDataModule.__qualname__)
     if not state or state.get("mean") is None:
         raise ValueError(f"checkpoint {ckpt_path} carries no normalisation statistics; "
@@ -34,19 +51,31 @@ def _source(cfg: DictConfig) -> tuple[str, Any, dict[str, float]]:
     if len(given) != 1:
         raise ValueError("irstd-eval needs exactly one of ckpt_path=..., pred_dir=... or model=NAME "
                          f"model.weights=PATH; got {given or 'none'}")
-    normalization = {}
     if cfg.get("pred_dir"):
         return cfg.get("name") or Path(cfg.pred_dir).name, SavedPredictions(cfg.pred_dir), {"mean": 0.0, "std": 1.0}
+    return load_model(cfg)
+
+
+def load_model(cfg: DictConfig) -> tuple[str, torch.nn.Module, dict[str, float]]:
+    """(name, model, normalisation) from `ckpt_path=...` or `model=NAME model.weights=PATH`.
+
+    The normalisation is the checkpoint's when `data.mean` is not given, else empty (the caller uses data.mean/std).
+    """
+    normalization = {}
     if cfg.get("ckpt_path"):
         ckpt_path = Path(cfg.ckpt_path)
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
         if cfg.data.get("mean") is None:
             normalization["mean"], normalization["std"] = checkpoint_normalization(ckpt_path)
+        else:
+            read_checkpoint(ckpt_path)
         model = IRSTDModule.load_from_checkpoint(ckpt_path, map_location="cpu")
         return cfg.get("name") or ckpt_path.stem, model, normalization
     if not cfg.model.get("weights"):
-        raise ValueError(f"model={cfg.model.backbone.name} needs model.weights=PATH (released weights) to evaluate")
+        raise ValueError(f"model={cfg.model.backbone.name} needs model.weights=PATH (released weights)")
+    if not Path(cfg.model.weights).is_file():
+        raise FileNotFoundError(f"model.weights={cfg.model.weights} does not exist")
     if cfg.data.get("mean") is None:
         raise ValueError("released weights carry no normalisation: set data.mean and data.std to the statistics "
                          "they were trained with (native image units)")
