@@ -19,7 +19,7 @@ install: $(VENV)/.installed ## create .venv and install irstd (editable) with it
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,export]"
 	touch $@
 
 demo: install ## LESPS from point labels on the built-in synthetic data (CPU, ~2 min); extra overrides: ARGS="..."
@@ -34,11 +34,12 @@ test-slow: install ## run the slow tests too
 lint: install ## ruff over the code and the tests
 	$(VENV)/bin/ruff check src tests scripts
 
-bench: install ## time backbones, metrics and one LESPS round against references measured in the same run
+bench: install ## time backbones, metrics, one LESPS round and full vs tiled inference against references in the same run
 	$(PY) scripts/bench_models.py
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_metrics.py --noise 0.55
 	$(PY) scripts/bench_evolution.py
+	$(PY) scripts/bench_predict.py
 
 reproduce: reproduce-table1 reproduce-table2 reproduce-fig6 ## the three below; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
 
