@@ -1,0 +1,41 @@
+"""Training-free single-frame detectors (filtering, local contrast, low rank), picked by name.
+
+Contract (`irstd.classic.base.ClassicDetector`): `saliency(image)` maps B x 1 x H x W float images in native
+intensity units (0-255 for 8-bit frames) to B x 1 x H x W saliency maps; `segment(saliency)` applies the
+method's documented threshold rule and returns a boolean mask of the same shape; `forward` = both.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from irstd.classic.base import ClassicDetector
+
+# name -> "module:Class"; modules are imported only when their detector is built.
+_REGISTRY: dict[str, str] = {
+    "tophat": "irstd.classic.filters:TopHat",
+    "maxmedian": "irstd.classic.filters:MaxMedian",
+    "rlcm": "irstd.classic.local_contrast:RLCM",
+    "tllcm": "irstd.classic.local_contrast:TLLCM",
+    "mslcm": "irstd.classic.local_contrast:MSLCM",
+    "mspcm": "irstd.classic.local_contrast:MSPCM",
+    "wslcm": "irstd.classic.local_contrast:WSLCM",
+    "ipi": "irstd.classic.low_rank:IPI",
+    "pstnn": "irstd.classic.low_rank:PSTNN",
+}
+
+
+def available_detectors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_detector(name: str, **kwargs) -> ClassicDetector:
+    """Instantiate the detector registered under `name` with its keyword arguments (its paper's defaults)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"classic detector {name!r} is not known; choose one of {available_detectors()}")
+    module_name, class_name = _REGISTRY[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"classic detector {name}: {err}") from err
