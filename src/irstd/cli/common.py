@@ -34,6 +34,14 @@ def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
     return objects
 
 
+def reject_classic_detector(cfg: DictConfig, tool: str) -> None:
+    """Training-free detectors (`model=tophat` ...) only go through irstd-eval; say so instead of failing later."""
+    model = cfg.get("model")
+    if isinstance(model, DictConfig) and model.get("classic"):
+        raise ValueError(f"model={model.classic.name} is a training-free detector: score it with irstd-eval "
+                         f"(irstd-eval model={model.classic.name} data=...); {tool} works with networks only")
+
+
 def finish_loggers(loggers: list[Any], failed: bool = False) -> None:
     """Close every logger's run (a wandb run per job of a multirun, not one swallowing the sweep); a failed job's
     wandb run is marked failed, not finished."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from irstd.classic.evaluation import ClassicModel
 from irstd.cli import config_dir
 from irstd.cli.common import log, resolve_device, save_resolved_config, seed
 from irstd.data.datamodule import IRSTDDataModule
@@ -49,8 +52,8 @@ def _source(cfg: DictConfig) -> tuple[str, Any, dict[str, float]]:
     """(row name, model or SavedPredictions, normalisation overrides) from whichever input was given."""
     given = [key for key in ("ckpt_path", "pred_dir") if cfg.get(key)] + (["model"] if cfg.get("model") else [])
     if len(given) != 1:
-        raise ValueError("irstd-eval needs exactly one of ckpt_path=..., pred_dir=... or model=NAME "
-                         f"model.weights=PATH; got {given or 'none'}")
+        raise ValueError("irstd-eval needs exactly one of ckpt_path=..., pred_dir=..., model=NAME "
+                         f"model.weights=PATH or model=DETECTOR (tophat, ipi, ...); got {given or 'none'}")
     if cfg.get("pred_dir"):
         return cfg.get("name") or Path(cfg.pred_dir).name, SavedPredictions(cfg.pred_dir), {"mean": 0.0, "std": 1.0}
     return load_model(cfg)
@@ -60,7 +63,12 @@ def load_model(cfg: DictConfig) -> tuple[str, torch.nn.Module, dict[str, float]]
     """(name, model, normalisation) from `ckpt_path=...` or `model=NAME model.weights=PATH`.
 
     The normalisation is the checkpoint's when `data.mean` is not given, else empty (the caller uses data.mean/std).
+    A training-free detector (`model=tophat`, any `model.classic`) gets mean 0 / std 1 whatever data.mean/std say:
+    its images then stay in native units, the units its parameters and thresholds are stated in.
     """
+    if cfg.get("model") and cfg.model.get("classic"):
+        classic = OmegaConf.to_container(cfg.model.classic, resolve=True)
+        return cfg.get("name") or classic["name"], ClassicModel.from_config(classic), {"mean": 0.0, "std": 1.0}
     normalization = {}
     if cfg.get("ckpt_path"):
         ckpt_path = Path(cfg.ckpt_path)
@@ -97,18 +105,27 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not loader:
         raise ValueError(f"dataset {datamodule.root} has no masks/: there is nothing to score against")
     device = resolve_device(cfg.device)
-    predict = predictor if isinstance(predictor, SavedPredictions) else model_predictor(
-        predictor, device, cfg.get("tile_size"), cfg.get("tile_overlap", 64))
+    roc = cfg.roc
+    if isinstance(predictor, SavedPredictions):
+        predict = predictor
+    elif isinstance(predictor, ClassicModel):
+        # detectors see each image without its padding; they output 0/1, so a ROC would be a single point
+        predict = predictor.batch_predictor(device)
+        roc = False
+    else:
+        predict = model_predictor(predictor, device, cfg.get("tile_size"), cfg.get("tile_overlap", 64))
     samples = {sample.name: sample for sample in datamodule.test_scan.samples}
+    seconds: list[float] = []
     metrics, curves = evaluate_batches(
-        _progress(loader, f"evaluating {name}"), predict, device=device, threshold=cfg.threshold,
-        fa_rule=cfg.fa_rule, roc=cfg.roc, samples=samples,
+        _progress(loader, f"evaluating {name}"), _timed(predict, seconds), device=device, threshold=cfg.threshold,
+        fa_rule=cfg.fa_rule, roc=roc, samples=samples,
         save_dir=output_dir if cfg.save_predictions else None)
 
     table = results_table({name: metrics})
     write_text_atomic(output_dir / "results.md", table + "\n")
     record = {key: metrics[key] for key in RESULT_KEYS} | {
         "auc": metrics.get("auc"), "threshold": cfg.threshold, "images": len(samples), "name": name,
+        "seconds_per_image": sum(seconds) / max(len(samples), 1),
         "dataset": str(datamodule.root), "split": f"test_{datamodule.hparams.split}",
         "size_mismatch": datamodule.hparams.size_mismatch}
     write_text_atomic(output_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
@@ -116,6 +133,20 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         save_roc(curves, output_dir, name)
     print(table)
     return metrics, {"datamodule": datamodule, "predictor": predictor, "curves": curves}
+
+
+def _timed(predict: Callable[[Mapping[str, Any]], torch.Tensor],
+           seconds: list[float]) -> Callable[[Mapping[str, Any]], torch.Tensor]:
+    """`predict`, appending the seconds of each call to `seconds` (GPU work waited for, so the time is real)."""
+    def timed(batch: Mapping[str, Any]) -> torch.Tensor:
+        start = time.perf_counter()
+        probs = predict(batch)
+        if probs.is_cuda:
+            torch.cuda.synchronize(probs.device)
+        seconds.append(time.perf_counter() - start)
+        return probs
+
+    return timed
 
 
 def _progress(loader, desc: str):

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from irstd.cli import config_dir
-from irstd.cli.common import log, save_resolved_config
+from irstd.cli.common import log, reject_classic_detector, save_resolved_config
 from irstd.cli.eval import load_model
 from irstd.export import FORMATS, check_format, export_metadata, export_model
 
@@ -16,6 +16,7 @@ from irstd.export import FORMATS, check_format, export_metadata, export_model
 def export(cfg: DictConfig) -> Path:
     """Export the model `cfg` names; returns the written file."""
     check_format(cfg.format)
+    reject_classic_detector(cfg, "irstd-export")
     given = [key for key in ("ckpt_path", "model") if cfg.get(key)]
     if len(given) != 1:
         raise ValueError("irstd-export needs exactly one of ckpt_path=... or model=NAME model.weights=PATH; "

@@ -9,12 +9,13 @@ import hydra
 from omegaconf import DictConfig
 
 from irstd.cli import config_dir
-from irstd.cli.common import log, resolve_device, save_resolved_config, seed
+from irstd.cli.common import log, reject_classic_detector, resolve_device, save_resolved_config, seed
 from irstd.cli.eval import load_model
 from irstd.predict import predict_images
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
+    reject_classic_detector(cfg, "irstd-predict")
     given = [key for key in ("ckpt_path", "model") if cfg.get(key)]
     if len(given) != 1:
         raise ValueError("irstd-predict needs exactly one of ckpt_path=... or model=NAME model.weights=PATH; "

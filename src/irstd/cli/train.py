@@ -14,7 +14,15 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from irstd.cli import config_dir
-from irstd.cli.common import finish_loggers, instantiate_group, log, save_resolved_config, seed, write_metrics
+from irstd.cli.common import (
+    finish_loggers,
+    instantiate_group,
+    log,
+    reject_classic_detector,
+    save_resolved_config,
+    seed,
+    write_metrics,
+)
 from irstd.cli.ddp import release_distributed
 from irstd.cli.loggers import instantiate_loggers
 from irstd.data.datamodule import IRSTDDataModule
@@ -26,6 +34,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     Kept apart from the Hydra entry point so tests and scripts call it with a composed config.
     """
+    reject_classic_detector(cfg, "irstd-train")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
