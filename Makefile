@@ -7,9 +7,12 @@ TORCH_VERSION ?= 2.13.0
 # make reproduce-*: conf/scale/$(SCALE).yaml, seeds 0..SEEDS-1 of every experiment
 SCALE ?= smoke
 SEEDS ?= 1
+# make reproduce-classic: the SIRST folder (default: data=sirst's) and a comma-separated subset of detectors
+SIRST ?=
+DETECTORS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-fig6
+.PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-17s %s\n", $$1, $$2}'
@@ -49,8 +52,14 @@ reproduce-table1: install ## Table 1: DNA-Net w/ and w/o LESPS from centroid/coa
 reproduce-table2: install ## Table 2: ACM, ALCNet, DNA-Net x full / centroid+ / coarse+ (SCALE=smoke: CPU, ~2 min)
 	$(PY) scripts/reproduce.py table2 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
 
+reproduce-table3: install ## Table 3: DNA-Net on fixed pseudo labels (thresholds, RLCM, TLLCM, MSLCM, MSPCM) vs LESPS
+	$(PY) scripts/reproduce.py table3 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+
 reproduce-fig6: install ## Fig. 6: LESPS's Tloss, Tb, k and f swept with DNA-Net from centroid points
 	$(PY) scripts/reproduce.py fig6 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+
+reproduce-classic: install ## Table 2's training-free methods on SIRST (SIRST=DIR, DETECTORS=a,b; no training, no SCALE)
+	$(PY) scripts/reproduce.py classic $(if $(SIRST),--data-root $(SIRST)) $(if $(DETECTORS),--detectors $(DETECTORS)) $(ARGS)
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -21,7 +21,10 @@ from irstd.reproduce import AVERAGE, TABLES, load_jobs, summarize, table_command
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT_DIR = Path(config_dir()) / "experiment"
-EXPERIMENTS = sorted(str(path.relative_to(EXPERIMENT_DIR).with_suffix("")) for path in EXPERIMENT_DIR.rglob("*.yaml"))
+# Table 3's fourteen DNA-Net experiments differ only in their label config: tests/test_pseudo_labels.py composes
+# them all and trains two
+EXPERIMENTS = sorted(str(path.relative_to(EXPERIMENT_DIR).with_suffix("")) for path in EXPERIMENT_DIR.rglob("*.yaml")
+                     if path.parent.name != "table3")
 PAPER_EXPERIMENTS = [name for name in EXPERIMENTS if name.startswith(("table1/", "table2/"))]
 
 
@@ -46,7 +49,7 @@ def expected_setting(experiment: str) -> tuple[str, str, bool]:
 
 
 def test_every_experiment_of_a_table_has_its_file_and_every_file_its_row():
-    in_tables = sorted(row.experiment for rows in TABLES.values() for row in rows)
+    in_tables = sorted(row.experiment for table in ("table1", "table2") for row in TABLES[table])
     assert in_tables == PAPER_EXPERIMENTS
     assert len(PAPER_EXPERIMENTS) == 5 + 9
 

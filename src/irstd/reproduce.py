@@ -5,6 +5,10 @@ A table is a Hydra multirun of `irstd-train` over its `conf/experiment/<table>/*
 jobs' `metrics.json` are then gathered into `results.md` and `results.csv` in that directory: IoU x100, Pd x100 and
 Fa x1e6 as mean +- std over seeds, per test set and averaged over the test sets as the paper averages its datasets,
 beside the paper's numbers, and for point supervision the ratio to full supervision of the same backbone.
+
+`classic` trains nothing: it runs `irstd-eval model=<detector> data=sirst` for the training-free detectors
+(`irstd.classic`) into `outputs/reproduce/classic/<timestamp>/<detector>/` and sets their SIRST figures and seconds
+per image beside Table 2's SIRST columns.
 """
 
 from __future__ import annotations
@@ -75,6 +79,13 @@ def _table2_rows(backbone: str, method: str, full: list[float], centroid: list[f
             Row(f"table2/{backbone}_coarse", method, "coarse+", reference, figures(coarse))]
 
 
+def _table3_rows(name: str, method: str, centroid: tuple[float, float, float] | None,
+                 coarse: tuple[float, float, float] | None) -> list[Row]:
+    """Table 3's two rows of a pseudo-label method, each typed as its average (IoU, Pd, Fa) as printed, or None."""
+    return [Row(f"table3/{name}_{source}", method, source, "table1/full", {AVERAGE: Figures(*paper)} if paper else {})
+            for source, paper in (("centroid", centroid), ("coarse", coarse))]
+
+
 # Typed in from the paper (Ying et al., CVPR 2023): Table 1 (averages over SIRST, NUDT-SIRST, IRSTD-1K; the
 # w/o LESPS rows are scored at threshold 0.15) and Table 2 (per dataset and average).
 TABLES: dict[str, list[Row]] = {
@@ -103,7 +114,29 @@ TABLES: dict[str, list[Row]] = {
                       [61.95, 92.02, 18.17, 57.99, 94.71, 26.45, 52.09, 88.88, 16.09, 57.34, 91.87, 20.24],
                       [61.13, 93.16, 11.87, 58.37, 93.76, 28.01, 49.05, 87.54, 15.07, 56.18, 91.49, 18.32]),
     ],
+    # Table 3 (averages; DNA-Net on fixed pseudo labels, then with LESPS, whose rows are Table 1's); MSLCM, asked
+    # for beside it, has no paper figures
+    "table3": [
+        *_table3_rows("threshold03", "Threshold=0.3", (4.92, 81.78, 13.18), (5.67, 83.12, 11.98)),
+        *_table3_rows("threshold05", "Threshold=0.5", (13.24, 73.08, 5.31), (15.54, 76.03, 4.89)),
+        *_table3_rows("threshold07", "Threshold=0.7", (14.51, 45.50, 4.28), (15.21, 46.88, 3.84)),
+        *_table3_rows("rlcm", "RLCM", (21.43, 89.10, 2.67), (22.53, 90.56, 3.69)),
+        *_table3_rows("tllcm", "TLLCM", (21.95, 90.96, 7.72), (26.05, 94.15, 4.27)),
+        *_table3_rows("mspcm", "MSPCM", (28.89, 92.62, 3.84), (29.79, 93.95, 2.28)),
+        *_table3_rows("mslcm", "MSLCM", None, None),
+        Row("table1/centroid_lesps", "LESPS", "centroid", "table1/full", {AVERAGE: Figures(57.34, 91.87, 20.24)}),
+        Row("table1/coarse_lesps", "LESPS", "coarse", "table1/full", {AVERAGE: Figures(56.18, 91.49, 18.32)}),
+    ],
 }
+
+
+# Table 2's SIRST columns of the training-free methods, in the paper's units; it has no row for Max-Median, MSLCM
+# and WSLCM.
+CLASSIC_METHODS = {"tophat": "Top-Hat", "maxmedian": "Max-Median", "rlcm": "RLCM", "tllcm": "TLLCM",
+                   "mslcm": "MSLCM", "mspcm": "MSPCM", "wslcm": "WSLCM", "ipi": "IPI", "pstnn": "PSTNN"}
+CLASSIC_PAPER = {"tophat": Figures(7.14, 79.84, 1012.00), "rlcm": Figures(21.02, 80.61, 199.15),
+                 "tllcm": Figures(11.03, 79.47, 7.27), "mspcm": Figures(12.38, 83.27, 17.77),
+                 "ipi": Figures(25.67, 85.55, 11.47), "pstnn": Figures(22.40, 77.95, 29.11)}
 
 
 # ---- running -----------------------------------------------------------------------------------------------------
@@ -163,6 +196,27 @@ def run_fig6(scale: str, seeds: int, out_dir: Path, extra: Sequence[str] = ()) -
         status = subprocess.run(command, env=job_environment(scale), check=False).returncode or status
     collect_sweep(parent)
     return parent, status
+
+
+def classic_command(detector: str, run_dir: Path, data_root: str | None, extra: Sequence[str] = ()) -> list[str]:
+    """`irstd-eval` of one training-free detector on the SIRST test split (data.root: data=sirst's default)."""
+    root = [f"data.root={data_root}"] if data_root else []
+    return [sys.executable, "-m", "irstd.cli.eval", f"model={detector}", "data=sirst", *root,
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+def run_classic(detectors: Sequence[str], data_root: str | None, out_dir: Path,
+                extra: Sequence[str] = ()) -> tuple[Path, int]:
+    """Evaluate each detector (one failing does not stop the others), then write the table of those that finished.
+
+    Returns the directory and the last non-zero exit status (0: all finished)."""
+    run_dir = Path(out_dir) / "classic" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    status = 0
+    for detector in detectors:
+        command = classic_command(detector, run_dir / detector, data_root, extra)
+        status = subprocess.run(command, check=False).returncode or status
+    write_classic_results(run_dir)
+    return run_dir, status
 
 
 # ---- gathering ---------------------------------------------------------------------------------------------------
@@ -290,7 +344,8 @@ def summarize(table: str, jobs: Sequence[Job]) -> tuple[list[Result], list[str]]
                    for job in done]
         averages[row.experiment] = {m: Stat.of([figures[m] for figures in per_job]) for m in METRICS}
         results.append(Result(row, average_name, seeds, averages[row.experiment], paper_set, is_average=True))
-    rows = {row.experiment: row for row in TABLES[table]}
+    # Table 3's reference, table1/full, is not one of its experiments: its paper figures come from Table 1
+    rows = {row.experiment: row for table_rows in TABLES.values() for row in table_rows}
     return [_with_ratios(result, averages, rows[result.row.full]) for result in results], notes
 
 
@@ -325,7 +380,7 @@ def _percent(value: float | None) -> str:
 
 def results_markdown(table: str, scale: str, sweep_dir: Path, results: Sequence[Result], notes: Sequence[str]) -> str:
     seeds = sorted({seed for result in results for seed in result.seeds if seed is not None})
-    title = "Table 1" if table == "table1" else "Table 2"
+    title = f"Table {table.removeprefix('table')}"
     lines = [f"# {title} of Ying et al. (CVPR 2023), reproduced at scale `{scale}`", "",
              f"Jobs: `{sweep_dir}`; seeds {', '.join(map(str, seeds)) or 'n/a'}. "
              "Ours: mean ± standard deviation over seeds (no ± with one seed). "
@@ -407,14 +462,102 @@ def write_results(sweep_dir: Path, table: str, scale: str) -> Path:
     return sweep_dir / "results.md"
 
 
+@dataclasses.dataclass(frozen=True)
+class ClassicResult:
+    """One training-free detector on SIRST: ours in the paper's units beside the paper's Table 2 figures."""
+
+    detector: str
+    ours: Figures
+    seconds_per_image: float | None
+    images: int | None
+
+    @property
+    def method(self) -> str:
+        return CLASSIC_METHODS.get(self.detector, self.detector)
+
+    @property
+    def paper(self) -> Figures | None:
+        return CLASSIC_PAPER.get(self.detector)
+
+
+def load_classic(run_dir: Path) -> tuple[list[ClassicResult], list[str]]:
+    """The results under `run_dir/<detector>/metrics.json` (the paper's order, then others by name), and notes on
+    detector directories without metrics."""
+    order = {name: index for index, name in enumerate(CLASSIC_METHODS)}
+    children = sorted((child for child in Path(run_dir).iterdir() if child.is_dir()),
+                      key=lambda child: (order.get(child.name, len(order)), child.name))
+    results, notes = [], []
+    for child in children:
+        metrics_file = child / "metrics.json"
+        if not metrics_file.is_file():
+            notes.append(f"{child.name}: no metrics.json in {child} (the evaluation failed or did not finish)")
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        ours = Figures(*(float(metrics[metric]) * UNITS[metric] for metric in METRICS))
+        results.append(ClassicResult(child.name, ours, metrics.get("seconds_per_image"), metrics.get("images")))
+    return results, notes
+
+
+def classic_markdown(run_dir: Path, results: Sequence[ClassicResult], notes: Sequence[str]) -> str:
+    lines = ["# Table 2 of Ying et al. (CVPR 2023): the training-free methods on SIRST", "",
+             f"Runs: `{run_dir}`, one `irstd-eval model=<detector> data=sirst` each, on the SIRST test split with "
+             "each method's own threshold rule. IoU and Pd x100, Fa x1e6. Paper: " + PAPER + ", its Table 2, "
+             "SIRST columns (blank: no row there). Seconds per image: the detector alone, on this machine.", ""]
+    header = ["method", "detector", "images"]
+    for metric in METRICS:
+        header += [HEADERS[metric], "paper"]
+    header.append("s / image")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        cells = [result.method, f"`model={result.detector}`", "" if result.images is None else str(result.images)]
+        for metric in METRICS:
+            cells += [_number(getattr(result.ours, metric)),
+                      _number(getattr(result.paper, metric) if result.paper else None)]
+        cells.append(_number(result.seconds_per_image, 3))
+        lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "## Missing results", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+CLASSIC_CSV_FIELDS = ("detector", "method", "images", *(f"{metric}" for metric in METRICS),
+                      *(f"paper_{metric}" for metric in METRICS), "seconds_per_image")
+
+
+def classic_csv(results: Sequence[ClassicResult]) -> str:
+    """One line per detector in the paper's units; empty: not available."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CLASSIC_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        line = {"detector": result.detector, "method": result.method,
+                "images": "" if result.images is None else result.images,
+                "seconds_per_image": "" if result.seconds_per_image is None else result.seconds_per_image}
+        for metric in METRICS:
+            line[metric] = getattr(result.ours, metric)
+            line[f"paper_{metric}"] = getattr(result.paper, metric) if result.paper else ""
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def write_classic_results(run_dir: Path) -> Path:
+    """Write results.md and results.csv of a `classic` run directory; returns the path of results.md."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results, notes = load_classic(run_dir)
+    write_text_atomic(run_dir / "results.csv", classic_csv(results))
+    write_text_atomic(run_dir / "results.md", classic_markdown(run_dir, results, notes))
+    return run_dir / "results.md"
+
+
 # ---- command line ------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="reproduce.py", description="Run the paper's Table 1, Table 2 or Fig. 6 (make reproduce-*) and write "
-        "the results beside the paper's.")
-    parser.add_argument("target", choices=[*TABLES, "fig6"])
+        prog="reproduce.py", description="Run the paper's Table 1, 2, 3 or Fig. 6 (make reproduce-*), or evaluate "
+        "its training-free methods on SIRST (classic), and write the results beside the paper's.")
+    parser.add_argument("target", choices=[*TABLES, "fig6", "classic"])
     parser.add_argument("--scale", choices=("smoke", "paper"), default="smoke",
                         help="conf/scale/<scale>.yaml: smoke (CPU, minutes) or paper (GPU, 42,000 steps)")
     parser.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 of every experiment")
@@ -422,14 +565,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="runs go to OUT_DIR/<target>/<scale>/<timestamp>/")
     parser.add_argument("--collect", type=Path, metavar="SWEEP_DIR",
                         help="run nothing: rewrite the results of an existing table directory")
+    parser.add_argument("--data-root", help="classic: the SIRST folder (default: data=sirst's, "
+                        "${paths.data_dir}/SIRST)")
+    parser.add_argument("--detectors", help="classic: comma-separated detector names (default: all registered)")
     parser.add_argument("overrides", nargs="*", help="more irstd-train overrides for every job, e.g. "
-                        "trainer.max_steps=20000 or hydra/launcher=submitit_slurm")
+                        "trainer.max_steps=20000 or hydra/launcher=submitit_slurm (classic: irstd-eval overrides)")
     args = parser.parse_intermixed_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.target == "classic":
+        return _main_classic(parser, args)
     if args.collect is not None:
         if args.target not in TABLES:
-            parser.error("--collect rewrites a table (table1, table2); for fig6 use scripts/collect_sweep.py")
+            parser.error("--collect rewrites a table (table1, table2, table3); for fig6 use scripts/collect_sweep.py")
         print_results(write_results(args.collect, args.target, args.scale))
         return 0
     if args.target == "fig6":
@@ -440,6 +588,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_results(sweep_dir / "results.md")
     if status:
         print(f"the multirun failed (exit status {status}); the table shows the jobs that finished", file=sys.stderr)
+    return status
+
+
+def _main_classic(parser, args) -> int:
+    """`classic`: no training, so --scale and --seeds do not apply."""
+    from irstd.classic import available_detectors
+
+    if args.collect is not None:
+        print_results(write_classic_results(args.collect))
+        return 0
+    detectors = args.detectors.split(",") if args.detectors else available_detectors()
+    unknown = sorted(set(detectors) - set(available_detectors()))
+    if unknown:
+        parser.error(f"unknown detector(s) {', '.join(unknown)}; registered: {', '.join(available_detectors())}")
+    run_dir, status = run_classic(detectors, args.data_root, args.out_dir, args.overrides)
+    print_results(run_dir / "results.md")
+    if status:
+        print(f"an evaluation failed (exit status {status}); the table shows the detectors that finished",
+              file=sys.stderr)
     return status
 
 

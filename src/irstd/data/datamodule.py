@@ -18,6 +18,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from irstd.data.label_bank import LabelBank
+from irstd.data.pseudo_labels import PseudoLabeler, pseudo_source
 from irstd.data.sources import DatasetError, Sample, SplitScan, normalization_stats, scan_split
 from irstd.data.transforms import pad_bottom_right, padded_size, random_crop, random_dihedral
 from irstd.fsutil import write_text_atomic
@@ -153,7 +154,8 @@ class IRSTDDataModule(pl.LightningDataModule):
     Args:
         root: dataset folder (`images/`, `masks/`, `img_idx/`).
         split: the `X` of `img_idx/train_X.txt` / `img_idx/test_X.txt`.
-        label: round-0 labels: full | centroid | coarse | xml | centroid_png | coarse_png.
+        label: round-0 labels: full | centroid | coarse | xml | centroid_png | coarse_png | pseudo.
+        label_options: the whole `label` config; `pseudo` reads its source, method, threshold and window there.
         label_seed: seed of the coarse-point draw (same seed, same points).
         bank_dir: where the label bank lives (inside the run directory).
         bank_keep: label-bank rounds kept on disk (None = all).
@@ -176,7 +178,7 @@ class IRSTDDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, root: str, split: str, label: str = "full", label_seed: int = 0,
-                 bank_dir: str | None = None, bank_keep: int | None = None,
+                 label_options: dict | None = None, bank_dir: str | None = None, bank_keep: int | None = None,
                  patch_size: int = 256, batch_size: int = 16, eval_batch_size: int = 1,
                  num_workers: int = 0, persistent_workers: bool = False, pin_memory: bool = False,
                  mean: float | None = None, std: float | None = None, stats_file: str | None = None,
@@ -230,7 +232,7 @@ class IRSTDDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_scan is None:
-            self.train_scan, self.val_scan = self._hold_out(self._scan("train", self.hparams.label, need_masks=False))
+            self.train_scan, self.val_scan = self._hold_out(self._scan("train", self._point_kind, need_masks=False))
             self._setup_normalization()
             self._setup_bank()
         validates_on_test = (stage in ("fit", "validate") and self.hparams.val_split == "test"
@@ -312,8 +314,9 @@ class IRSTDDataModule(pl.LightningDataModule):
         self.bank = LabelBank(self.hparams.bank_dir, keep=self.hparams.bank_keep)
         names = [s.name for s in self.train_scan.samples]
         if self._is_global_zero() and not self.bank.exists():
-            labels = {s.name: s.load_label(self.hparams.label, self.hparams.label_seed)
-                      for s in self._progress(self.train_scan.samples, "point labels")}
+            labeler = PseudoLabeler.from_options(self.hparams.label_options) if self.hparams.label == "pseudo" else None
+            labels = {s.name: self._round0_label(s, labeler)
+                      for s in self._progress(self.train_scan.samples, "round-0 labels")}
             self.bank.initialize(labels, meta={"label": self.hparams.label, "root": str(self.root),
                                                "split": self.hparams.split, "epoch": 0})
         self._barrier()
@@ -321,6 +324,17 @@ class IRSTDDataModule(pl.LightningDataModule):
             raise DatasetError(f"label bank {self.bank.root} was made for another training set "
                                f"({len(self.bank.names())} images vs {len(names)} now); "
                                "start a new run directory")
+
+    @property
+    def _point_kind(self) -> str:
+        """The label kind read from the dataset: for `pseudo`, the point labels the pseudo labels grow from."""
+        if self.hparams.label != "pseudo":
+            return self.hparams.label
+        return pseudo_source(self.hparams.label_options)
+
+    def _round0_label(self, sample: Sample, labeler: PseudoLabeler | None) -> np.ndarray:
+        label = sample.load_label(self._point_kind, self.hparams.label_seed)
+        return label if labeler is None else labeler(sample.load_image(), label)
 
     # ---- loaders -----------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate=None,
