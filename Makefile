@@ -44,7 +44,7 @@ bench: install ## time backbones, metrics, one LESPS round and full vs tiled inf
 	$(PY) scripts/bench_evolution.py
 	$(PY) scripts/bench_predict.py
 
-reproduce: reproduce-table1 reproduce-table2 reproduce-fig6 ## the three below; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
+reproduce: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 ## tables 1-3 and Fig. 6; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
 
 reproduce-table1: install ## Table 1: DNA-Net w/ and w/o LESPS from centroid/coarse points, and full supervision
 	$(PY) scripts/reproduce.py table1 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
