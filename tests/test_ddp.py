@@ -114,6 +114,6 @@ def test_override_values_are_quoted_for_hydra():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    for path in ("/tmp/plain", "/tmp/with space,comma=eq", "/tmp/it's"):
+    for path in ("runs/plain", "runs/with space,comma=eq", "runs/it's"):
         override = parser.parse_override(f"hydra.run.dir={quote_override_value(path)}")
         assert override.value() == path
