@@ -20,11 +20,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
+from benchutil import run_measurement  # a sibling script: python puts scripts/ on the path
 
 from irstd.cli.common import resolve_device
 from irstd.models import available_backbones, build_backbone
@@ -95,15 +95,7 @@ def run_worker(args: argparse.Namespace, name: str) -> dict | None:
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--batch", str(args.batch),
                "--size", str(args.size), "--device", args.device, "--warmup", str(args.warmup),
                "--repeats", str(args.repeats), "--threads", str(args.threads)]
-    load_before = os.getloadavg()[0]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        print(f"# {name}: worker failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}", file=sys.stderr)
-        return None
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    # other processes on the cores skew the times (and oversubscribed torch threads skew them a lot): record it
-    result["load_1m"] = [load_before, os.getloadavg()[0]]
-    return result
+    return run_measurement(command, name)
 
 
 def table(results: list[dict], reference: dict | None) -> str:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import torch
-from bench_models import peak_rss_mb  # the sibling script: python puts scripts/ on the path
+from bench_models import peak_rss_mb  # sibling scripts: python puts scripts/ on the path
+from benchutil import run_measurement
 
 from irstd.cli.common import resolve_device
 from irstd.models import available_backbones, build_backbone
@@ -83,15 +83,7 @@ def run_worker(args: argparse.Namespace, name: str, size: int, mode: str) -> dic
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"{name}:{size}:{mode}", "--device", args.device,
                "--tile", str(args.tile), "--overlap", str(args.overlap), "--repeats", str(args.repeats),
                "--long", str(args.long), "--threads", str(args.threads)]
-    load_before = os.getloadavg()[0]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        print(f"# {name} {size} {mode}: worker failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}",
-              file=sys.stderr)
-        return None
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load_1m"] = [load_before, os.getloadavg()[0]]
-    return result
+    return run_measurement(command, f"{name} {size} {mode}")
 
 
 def table(results: list[dict], args: argparse.Namespace) -> str:
