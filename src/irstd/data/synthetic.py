@@ -453,3 +453,211 @@ def _write_dataset(out: Path, spec: SyntheticSpec, params: dict, progress: bool)
     for sub in ("images", "masks", "img_idx"):
         fsync_dir(out / sub)
     fsync_dir(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Study targets (mapping-degeneration study)
+# --------------------------------------------------------------------------------------------------
+# The paper's Sec. 5.2.1 places Gaussian extended targets of a chosen peak and radius, or shapes taken from real
+# masks, on backgrounds, and labels them with points at chosen offsets or in chosen numbers. Signals are added
+# in float gray levels without clipping: the paper's peaks reach 500.
+
+# Tails below this fraction of the peak are cut off, so a patch is finite.
+_TAIL_FRACTION = 1e-3
+
+
+def gaussian_target(radius: float, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, mask) patches of odd side, centred on the patch's centre pixel.
+
+    signal = peak * exp(ln(MASK_FRACTION) * (d / radius)^2), d = distance to the centre: a Gaussian that falls to
+    MASK_FRACTION of its peak at `radius`, the same rule as the dataset's targets. mask = signal >= MASK_FRACTION *
+    peak, the disk of `radius`. The patch reaches where the signal falls below 1e-3 of the peak.
+    """
+    if not radius > 0 or not peak > 0:
+        raise ValueError(f"gaussian_target needs radius > 0 and peak > 0, got radius={radius}, peak={peak}")
+    half = math.ceil(radius * math.sqrt(math.log(_TAIL_FRACTION) / math.log(MASK_FRACTION)))
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    distance = np.hypot(yy, xx) / radius
+    signal = peak * np.exp(math.log(MASK_FRACTION) * distance**2)
+    return signal, distance <= 1.0
+
+
+def shaped_target(shape: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, mask) of a target whose mask is exactly `shape` (2-D bool, one 8-connected component).
+
+    With s the signed distance to the shape's border (0 on its border pixels, > 0 inside, <= -1 outside) and
+    s_max its largest value, signal = peak * exp(ln(MASK_FRACTION) * u^2), u = (s_max - s) / (s_max + 1/2): `peak`
+    at the innermost pixel, above MASK_FRACTION of it exactly on the shape (u < 1) and below it outside (u > 1),
+    decaying on into a margin. The patches are the shape's bounding box plus that margin, with odd sides.
+    """
+    shape = np.asarray(shape, dtype=bool)
+    if shape.ndim != 2:
+        raise ValueError(f"shaped_target needs a 2-D mask, got shape {shape.shape}")
+    if not peak > 0:
+        raise ValueError(f"shaped_target needs peak > 0, got {peak}")
+    components = ndimage.label(shape, structure=_EIGHT_CONNECTED)[1]
+    if components != 1:
+        raise ValueError(f"shaped_target needs exactly one 8-connected component, got {components}")
+    rows, cols = np.nonzero(shape)
+    shape = shape[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    depth = float(ndimage.distance_transform_edt(np.pad(shape, 1)).max()) - 1.0
+    scale = depth + 0.5
+    # Outside, u passes the tail cut-off at s = depth - tail * scale.
+    tail = math.sqrt(math.log(_TAIL_FRACTION) / math.log(MASK_FRACTION))
+    margin = math.ceil(tail * scale - depth) + 1
+    padded = np.pad(shape, ((margin, margin + 1 - shape.shape[0] % 2), (margin, margin + 1 - shape.shape[1] % 2)))
+    signed = np.where(padded, ndimage.distance_transform_edt(padded) - 1.0, -ndimage.distance_transform_edt(~padded))
+    signal = peak * np.exp(math.log(MASK_FRACTION) * ((depth - signed) / scale) ** 2)
+    return signal, padded
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Tight bool crop of the largest 8-connected component of a mask (the source of real target shapes)."""
+    labels, count = ndimage.label(np.asarray(mask) > 0, structure=_EIGHT_CONNECTED)
+    if count == 0:
+        raise ValueError("the mask holds no target")
+    sizes = np.bincount(labels.ravel())[1:]
+    component = labels == int(np.argmax(sizes)) + 1
+    rows, cols = np.nonzero(component)
+    return component[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+
+def real_target_shapes(root: str | Path, names: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
+    """name -> the largest target of ROOT/masks/<name>.png (any image format PIL reads; nonzero = target)."""
+    from irstd.data.sources import decode_image, find_file
+
+    shapes = {}
+    for name in names:
+        path = find_file(Path(root) / "masks", name)
+        if path is None:
+            raise FileNotFoundError(f"no mask for target shape {name!r} in {Path(root) / 'masks'}")
+        try:
+            shapes[name] = largest_component(decode_image(path) > 0)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+    return shapes
+
+
+def generated_backgrounds(count: int, size: int, seed: int) -> list[np.ndarray]:
+    """`count` float32 size x size cluttered backgrounds, one PCG64 stream per (seed, index) like the dataset."""
+    return [_render_background(np.random.default_rng([seed, index]), size, size).astype(np.float32)
+            for index in range(count)]
+
+
+# A real background crop keeps this many pixels between itself and any target of its image.
+_BACKGROUND_MARGIN = 5
+_BACKGROUND_TRIES = 50
+
+
+def real_background_crops(root: str | Path, count: int, size: int, rng: np.random.Generator,
+                          split: str | None = None) -> list[np.ndarray]:
+    """`count` float32 size x size crops of ROOT/images (native gray levels) that hold no target.
+
+    A crop is kept when no pixel of ROOT/masks/<name> lies in it or within 5 px of it. Images come from the list
+    ROOT/img_idx/<split>.txt when `split` names one (e.g. "train_SIRST"), else from every image with a mask.
+    """
+    from irstd.data.sources import decode_image, find_file, read_split_file
+
+    root = Path(root)
+    if split:
+        names = read_split_file(root / "img_idx" / f"{split}.txt")
+    else:
+        names = sorted(path.stem for path in (root / "masks").glob("*") if path.is_file())
+    if not names:
+        raise ValueError(f"no images to take backgrounds from in {root}")
+    crops: list[np.ndarray] = []
+    for _ in range(_BACKGROUND_TRIES * count):
+        if len(crops) == count:
+            return crops
+        name = names[int(rng.integers(len(names)))]
+        image_path, mask_path = find_file(root / "images", name), find_file(root / "masks", name)
+        if image_path is None or mask_path is None:
+            raise FileNotFoundError(f"{root}: image or mask of {name!r} is missing")
+        image = decode_image(image_path)
+        height, width = image.shape
+        if height < size or width < size:
+            continue
+        mask = decode_image(mask_path) > 0
+        if mask.shape != image.shape:
+            continue  # a mismatched pair cannot say where its targets are
+        blocked = ndimage.binary_dilation(mask, iterations=_BACKGROUND_MARGIN) if mask.any() else mask
+        row, col = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+        if not blocked[row:row + size, col:col + size].any():
+            crops.append(image[row:row + size, col:col + size].astype(np.float32))
+    raise ValueError(f"found only {len(crops)} of {count} target-free {size}x{size} crops in {root}; "
+                     "use smaller frames or generated backgrounds")
+
+
+def place_target(background: np.ndarray, signal: np.ndarray, mask: np.ndarray, row: int,
+                 col: int) -> tuple[np.ndarray, np.ndarray]:
+    """Add `signal` to a copy of `background` with the patches' centre pixel at (row, col).
+
+    Returns (float32 image, full-size bool mask). The signal's tail may leave the frame and is cut there; the mask
+    may not (a ValueError), since a cut target would not be the target the study asked for.
+    """
+    height, width = background.shape
+    half_h, half_w = signal.shape[0] // 2, signal.shape[1] // 2
+    mask_rows, mask_cols = np.nonzero(mask)
+    top, left = row - half_h, col - half_w
+    if (top + mask_rows.min() < 0 or left + mask_cols.min() < 0 or top + mask_rows.max() >= height
+            or left + mask_cols.max() >= width):
+        raise ValueError(f"a target of {mask.shape[0]}x{mask.shape[1]} px at ({row}, {col}) leaves the "
+                         f"{height}x{width} frame")
+    r0, c0 = max(0, top), max(0, left)
+    r1, c1 = min(height, top + signal.shape[0]), min(width, left + signal.shape[1])
+    image = background.astype(np.float32, copy=True)
+    full_mask = np.zeros((height, width), dtype=bool)
+    image[r0:r1, c0:c1] += signal[r0 - top:r1 - top, c0 - left:c1 - left].astype(np.float32)
+    full_mask[r0:r1, c0:c1] = mask[r0 - top:r1 - top, c0 - left:c1 - left]
+    return image, full_mask
+
+
+def centroid_pixel(mask: np.ndarray) -> tuple[int, int]:
+    """The field's centroid point label: the floor of the 0-based centroid of the mask's pixels, (row, col)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("centroid of an empty mask")
+    return int(np.floor(rows.mean())), int(np.floor(cols.mean()))
+
+
+def offset_point(mask: np.ndarray, distance: float, angle_deg: float = 0.0) -> tuple[int, int]:
+    """A point label `distance` px from the centroid pixel towards `angle_deg` (0: right, 90: up), rounded."""
+    row, col = centroid_pixel(mask)
+    angle = math.radians(angle_deg)
+    point = (int(round(row - distance * math.sin(angle))), int(round(col + distance * math.cos(angle))))
+    inside = 0 <= point[0] < mask.shape[0] and 0 <= point[1] < mask.shape[1] and mask[point]
+    if not inside:
+        raise ValueError(f"a point {distance} px from the centroid at {angle_deg} degrees, {point}, "
+                         "is outside the target")
+    return point
+
+
+def spread_points(mask: np.ndarray, count: int, rng: np.random.Generator,
+                  sigma: float | None = None) -> list[tuple[int, int]]:
+    """`count` distinct target pixels: the centroid pixel, then draws from an isotropic Gaussian around the centroid.
+
+    sigma defaults to half the equivalent radius sqrt(area / pi); draws outside the mask or repeated are redrawn.
+    """
+    area = int(np.count_nonzero(mask))
+    if count < 1 or count > area:
+        raise ValueError(f"spread_points needs 1 <= count <= {area} (the target's pixels), got {count}")
+    first = centroid_pixel(mask)
+    if not mask[first]:
+        raise ValueError("the centroid pixel is outside the target (a non-convex shape)")
+    rows, cols = np.nonzero(mask)
+    centre = (rows.mean(), cols.mean())
+    sigma = sigma if sigma is not None else math.sqrt(area / math.pi) / 2
+    points = [first]
+    while len(points) < count:
+        row, col = (int(round(v)) for v in rng.normal(centre, max(sigma, 0.5)))
+        if 0 <= row < mask.shape[0] and 0 <= col < mask.shape[1] and mask[row, col] and (row, col) not in points:
+            points.append((row, col))
+    return points
+
+
+def points_label(points: list[tuple[int, int]], shape: tuple[int, int]) -> np.ndarray:
+    """float32 label of `shape`: 1 at each point, 0 elsewhere."""
+    label = np.zeros(shape, dtype=np.float32)
+    for row, col in points:
+        label[row, col] = 1.0
+    return label
