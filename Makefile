@@ -7,15 +7,15 @@ TORCH_VERSION ?= 2.13.0
 # make reproduce-*: conf/scale/$(SCALE).yaml, seeds 0..SEEDS-1 of every experiment
 SCALE ?= smoke
 SEEDS ?= 1
-# make reproduce-classic: the SIRST folder (default: data=sirst's) and a comma-separated subset of detectors
+# make reproduce-classic / study-degeneration: the SIRST folder (default: data/SIRST) and a comma-separated subset of detectors
 SIRST ?=
 DETECTORS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic
+.PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic study-degeneration
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-19s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv and install irstd (editable) with its test tools
 
@@ -60,6 +60,9 @@ reproduce-fig6: install ## Fig. 6: LESPS's Tloss, Tb, k and f swept with DNA-Net
 
 reproduce-classic: install ## Table 2's training-free methods on SIRST (SIRST=DIR, DETECTORS=a,b; no training, no SCALE)
 	$(PY) scripts/reproduce.py classic $(if $(SIRST),--data-root $(SIRST)) $(if $(DETECTORS),--detectors $(DETECTORS)) $(ARGS)
+
+study-degeneration: install ## the mapping-degeneration study: Fig. 2 on SIRST (SIRST=DIR) and Fig. 5's factors; SCALE=smoke (CPU) or paper (GPU)
+	$(VENV)/bin/irstd-degeneration study_scale=$(SCALE) $(if $(SIRST),dataset.root=$(SIRST) factors.shape.root=$(SIRST)) $(ARGS)
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis
