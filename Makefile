@@ -10,6 +10,9 @@ SEEDS ?= 1
 # make reproduce-classic / study-degeneration: the SIRST folder (default: data/SIRST) and a comma-separated subset of detectors
 SIRST ?=
 DETECTORS ?=
+# make study-degeneration SIRST=DIR: Fig. 2 on it, and Fig. 5 (plus the shape study) on its target-free crops
+STUDY_ON_SIRST = dataset.root=$(SIRST) factors.shape.root=$(SIRST) factors.background_root=$(SIRST) \
+	factors.run=[intensity,size,position,count,shape]
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic study-degeneration
@@ -62,7 +65,7 @@ reproduce-classic: install ## Table 2's training-free methods on SIRST (SIRST=DI
 	$(PY) scripts/reproduce.py classic $(if $(SIRST),--data-root $(SIRST)) $(if $(DETECTORS),--detectors $(DETECTORS)) $(ARGS)
 
 study-degeneration: install ## the mapping-degeneration study: Fig. 2 on SIRST (SIRST=DIR) and Fig. 5's factors; SCALE=smoke (CPU) or paper (GPU)
-	$(VENV)/bin/irstd-degeneration study_scale=$(SCALE) $(if $(SIRST),dataset.root=$(SIRST) factors.shape.root=$(SIRST)) $(ARGS)
+	$(VENV)/bin/irstd-degeneration study_scale=$(SCALE) $(if $(SIRST),$(STUDY_ON_SIRST)) $(ARGS)
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

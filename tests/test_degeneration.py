@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,3 +167,20 @@ def test_study_config_mistakes_name_the_key(tmp_path, tiny_dataset, override, me
     cfg = compose_config("degeneration", tmp_path, study_overrides(tiny_dataset) + [override])
     with pytest.raises(ValueError, match=message):
         run_study(OmegaConf.to_container(cfg, resolve=True), tmp_path, torch.device("cpu"))
+
+
+def test_the_command_runs_a_synthetic_only_study_into_its_run_directory(tmp_path):
+    overrides = [o for o in study_overrides("unused") if not o.startswith("dataset.")]
+    result = subprocess.run([sys.executable, "-m", "irstd.cli.degeneration", "dataset.root=null",
+                             "factors.run=[position]", "factors.position.values=[0,2]", "factors.position.radius=4",
+                             f"hydra.run.dir={tmp_path}", *[o for o in overrides if not o.startswith("factors.run")]],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "config_resolved.yaml").is_file()
+    assert [row["value"] for row in read_csv(tmp_path / "fig5_summary.csv")] == ["0", "2"]
+    assert "fig2" not in json.loads((tmp_path / "summary.json").read_text())
+
+    missing = subprocess.run([sys.executable, "-m", "irstd.cli.degeneration", f"dataset.root={tmp_path / 'none'}",
+                              f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0
+    assert "dataset.root=" in missing.stderr and "dataset.root=null" in missing.stderr

@@ -621,14 +621,17 @@ def centroid_pixel(mask: np.ndarray) -> tuple[int, int]:
 
 
 def offset_point(mask: np.ndarray, distance: float, angle_deg: float = 0.0) -> tuple[int, int]:
-    """A point label `distance` px from the centroid pixel towards `angle_deg` (0: right, 90: up), rounded."""
+    """A point label `distance` px from the centroid pixel towards `angle_deg` (0: right, 90: up), rounded.
+
+    Like the field's centroid rule, the point may fall outside a non-convex target or beyond a small one's edge;
+    only a point outside the frame is an error.
+    """
     row, col = centroid_pixel(mask)
     angle = math.radians(angle_deg)
     point = (int(round(row - distance * math.sin(angle))), int(round(col + distance * math.cos(angle))))
-    inside = 0 <= point[0] < mask.shape[0] and 0 <= point[1] < mask.shape[1] and mask[point]
-    if not inside:
+    if not (0 <= point[0] < mask.shape[0] and 0 <= point[1] < mask.shape[1]):
         raise ValueError(f"a point {distance} px from the centroid at {angle_deg} degrees, {point}, "
-                         "is outside the target")
+                         f"is outside the {mask.shape[0]}x{mask.shape[1]} frame")
     return point
 
 
