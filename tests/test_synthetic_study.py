@@ -56,6 +56,13 @@ def test_place_target_adds_the_signal_centred_and_refuses_to_cut_the_mask():
     signal, footprint = syn.gaussian_target(2, 100.0)
     image, mask = syn.place_target(background, signal, footprint, 10, 20)
     assert image[10, 20] == pytest.approx(150.0)
+    half = signal.shape[0] // 2
+    window = (slice(10 - half, 10 + half + 1), slice(20 - half, 20 + half + 1))
+    np.testing.assert_allclose(image[window] - 50.0, signal, atol=1e-4)
+    np.testing.assert_array_equal(mask[window], footprint)
+    outside = np.ones_like(mask)
+    outside[window] = False
+    assert (image[outside] == 50.0).all() and not mask[outside].any()
     assert syn.centroid_pixel(mask) == (10, 20)
     assert mask.sum() == footprint.sum()
     assert background[10, 20] == 50.0  # the background is not modified
@@ -113,6 +120,21 @@ def test_real_background_crops_avoid_targets(tmp_path):
     assert all(crop.shape == (24, 24) and crop.max() == 60 for crop in crops)  # never the 250 target
     with pytest.raises(ValueError, match=str(tmp_path)):
         syn.real_background_crops(tmp_path, 1, 48, np.random.default_rng(0))  # larger than the frame
+
+
+def test_real_background_crops_keep_5_px_from_targets_also_diagonally(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    # Each pixel's gray level encodes its position, so a crop's corner tells where it was cut.
+    image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[0, 0] = 255
+    Image.fromarray(image).save(tmp_path / "images" / "frame.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "frame.png")
+    crops = syn.real_background_crops(tmp_path, 30, 8, np.random.default_rng(0))
+    corners = [divmod(int(crop[0, 0]), 16) for crop in crops]
+    # More than 5 px in rows or columns (Chebyshev), hence more than 5 px in Euclidean distance too.
+    assert all(max(row, col) > 5 for row, col in corners), corners
 
 
 def test_real_target_shapes_read_the_largest_component_and_name_missing_files(tmp_path):
