@@ -51,8 +51,9 @@ def local_peak(monkeypatch):
     GlobalHydra.instance().clear()
 
 
-# model=tophat's config with its detector swapped for LocalPeak, whose only parameter is k
-LOCAL_PEAK = ["model=tophat", "model.classic.name=localpeak", "~model.classic.size", "~model.classic.shape"]
+# model=tophat's config with its detector swapped for LocalPeak, whose only parameter is k (added with +k=...)
+LOCAL_PEAK = ["model=tophat", "model.classic.name=localpeak", "~model.classic.size", "~model.classic.shape",
+              "~model.classic.ratio"]
 
 
 def _data_overrides(root) -> list[str]:
@@ -75,7 +76,7 @@ def _direct_metrics(samples, k: float) -> dict[str, float]:
 def test_eval_of_a_classic_detector_matches_running_it_directly(local_peak, tiny_dataset, tmp_path):
     # data.mean/std are given on purpose: a classic model must still see native units
     cfg = compose_config("eval", tmp_path / "eval", _data_overrides(tiny_dataset) + LOCAL_PEAK + [
-        "model.classic.k=20", "device=cpu", "data.mean=100", "data.std=50"])
+        "+model.classic.k=20", "device=cpu", "data.mean=100", "data.std=50"])
     metrics, objects = evaluate(cfg)
     assert local_peak.seen_max > 100, "the detector saw normalised images"
     assert objects["curves"] is None, "a binary detection has no ROC worth drawing"
@@ -120,7 +121,7 @@ def test_classic_parameters_reach_the_detector(local_peak, tiny_dataset, tmp_pat
     from irstd.cli.eval import load_model
 
     cfg = compose_config("eval", tmp_path / "eval", [f"data.root={tiny_dataset}", *LOCAL_PEAK,
-                                                     "model.classic.k=7.5", "name=row"])
+                                                     "+model.classic.k=7.5", "name=row"])
     name, model, normalization = load_model(cfg)
     assert (name, model.detector.k, normalization) == ("row", 7.5, {"mean": 0.0, "std": 1.0})
 

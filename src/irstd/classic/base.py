@@ -30,3 +30,17 @@ def mean_std_threshold(saliency: torch.Tensor, k: float) -> torch.Tensor:
     flat = saliency.flatten(1)
     threshold = flat.mean(1) + k * flat.std(1)
     return saliency > threshold.view(-1, 1, 1, 1)
+
+
+def max_fraction_threshold(saliency: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The public benchmarks' rule: pixels above min + ratio * (max - min) of the saliency map, per image.
+
+    With ratio = 0.5 this is github.com/Linaom1214/ISTD-Benchmark (method.py / inference.py, Predict.__call__:
+    the map is min-max normalised, values below 0.5 * max are zeroed and the metrics count what is left > 0) and,
+    for the non-negative maps it is applied to here (min = 0), github.com/Tianfang-Zhang/ISTD-python
+    (evaluation/pd_fa.py and my_pd_fa.py: preds / max(preds) > 0.5). A flat map detects nothing.
+    """
+    flat = saliency.flatten(1)
+    low, high = flat.amin(1), flat.amax(1)
+    threshold = low + ratio * (high - low)
+    return (saliency > threshold.view(-1, 1, 1, 1)) & (high > low).view(-1, 1, 1, 1)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from irstd.classic.base import ClassicDetector, mean_std_threshold
+from irstd.classic.base import ClassicDetector, max_fraction_threshold, mean_std_threshold
 
 # (row, column) direction of the eight surrounding cells, clockwise from the top-left.
 _DIRECTIONS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
@@ -86,7 +86,16 @@ class _MeanStdSegment(ClassicDetector):
         return mean_std_threshold(saliency, self.k)
 
 
-class RLCM(_MeanStdSegment):
+class _MaxFractionSegment(ClassicDetector):
+    """Shared threshold rule: min + ratio * (max - min) of the saliency map, per image (`max_fraction_threshold`)."""
+
+    ratio: float
+
+    def segment(self, saliency: torch.Tensor) -> torch.Tensor:
+        return max_fraction_threshold(saliency, self.ratio)
+
+
+class RLCM(_MaxFractionSegment):
     """Multiscale relative local contrast measure.
 
     Han, Liang, Zhou, Zhu, Zhao & Zhao, "Infrared small target detection utilizing the multiscale relative local
@@ -100,15 +109,18 @@ class RLCM(_MeanStdSegment):
     Args:
         cell: cell side (9).
         k1, k2: per-scale counts of largest pixels for the centre and surrounding cells ((2, 5, 9), (4, 9, 16)).
-        k: threshold rule, mean + k * std of the RLCM map per image. Unverified: the paper's own threshold rule
-            could not be read here; k = 4 is our choice (Chen et al.'s LCM rule uses k in 3-5).
+        ratio: threshold rule, pixels above min + ratio * (max - min) of the RLCM map per image. The paper's own
+            rule could not be read here; ratio = 0.5 is the rule of the benchmark that ships this release,
+            github.com/Linaom1214/ISTD-Benchmark (method.py, Predict.__call__: the map of run_RLCM.m is min-max
+            normalised and values below 0.5 * max are zeroed).
     """
 
-    def __init__(self, cell: int = 9, k1: Sequence[int] = (2, 5, 9), k2: Sequence[int] = (4, 9, 16), k: float = 4.0):
+    def __init__(self, cell: int = 9, k1: Sequence[int] = (2, 5, 9), k2: Sequence[int] = (4, 9, 16),
+                 ratio: float = 0.5):
         super().__init__()
         if len(k1) != len(k2):
             raise ValueError(f"RLCM needs one K2 per K1, got k1={k1}, k2={k2}")
-        self.cell, self.k1, self.k2, self.k = cell, tuple(k1), tuple(k2), k
+        self.cell, self.k1, self.k2, self.ratio = cell, tuple(k1), tuple(k2), ratio
 
     def saliency(self, image: torch.Tensor) -> torch.Tensor:
         means = _top_k_means(image, self.cell, self.k1 + self.k2)  # one sort serves both layers
@@ -186,7 +198,7 @@ class MSLCM(_MeanStdSegment):
         return torch.stack(out).amax(0)
 
 
-class MSPCM(_MeanStdSegment):
+class MSPCM(_MaxFractionSegment):
     """Multiscale patch-based contrast measure.
 
     Wei, You & Li, "Multiscale patch-based contrast measure for small infrared target detection", Pattern
@@ -199,13 +211,16 @@ class MSPCM(_MeanStdSegment):
 
     Args:
         scales: cell sides (3, 5, 7, 9).
-        k: threshold rule, mean + k * std of the map per image. Unverified: the paper's own rule could not be
-            read here; k = 4 is our choice (the value LCM's rule centres on).
+        ratio: threshold rule, pixels above min + ratio * (max - min) of the map per image. The paper's own rule
+            could not be read here; ratio = 0.5 is the rule both releases above are evaluated with:
+            github.com/Linaom1214/ISTD-Benchmark (method.py, Predict.__call__: min-max normalised map, values
+            below 0.5 * max zeroed) and github.com/Tianfang-Zhang/ISTD-python (evaluation/pd_fa.py:
+            preds / max(preds) > 0.5).
     """
 
-    def __init__(self, scales: Sequence[int] = (3, 5, 7, 9), k: float = 4.0):
+    def __init__(self, scales: Sequence[int] = (3, 5, 7, 9), ratio: float = 0.5):
         super().__init__()
-        self.scales, self.k = tuple(scales), k
+        self.scales, self.ratio = tuple(scales), ratio
 
     def saliency(self, image: torch.Tensor) -> torch.Tensor:
         out = []
@@ -216,7 +231,7 @@ class MSPCM(_MeanStdSegment):
         return torch.stack(out).amax(0).clamp_min(0)
 
 
-class WSLCM(_MeanStdSegment):
+class WSLCM(_MaxFractionSegment):
     """Weighted strengthened local contrast measure.
 
     Han, Moradi, Faramarzi, Liu, Zhang, Zhao, Zhang & Li, "Infrared small target detection based on the weighted
@@ -233,13 +248,15 @@ class WSLCM(_MeanStdSegment):
         scales: cell sides (5, 7, 9, 11).
         top_k: K, largest pixels averaged per cell (9).
         xi: floor of the surroundings' IRIL spread, in grey levels (5).
-        k: threshold rule, mean + k * std of the map per image. Unverified: the paper's own rule could not be
-            read here; k = 4 is our choice.
+        ratio: threshold rule, pixels above min + ratio * (max - min) of the map per image. The paper's own rule
+            could not be read here; ratio = 0.5 is the rule of the benchmark that ships this release,
+            github.com/Linaom1214/ISTD-Benchmark (method.py, Predict.__call__: the map of run_WSLCM.m is min-max
+            normalised and values below 0.5 * max are zeroed).
     """
 
-    def __init__(self, scales: Sequence[int] = (5, 7, 9, 11), top_k: int = 9, xi: float = 5.0, k: float = 4.0):
+    def __init__(self, scales: Sequence[int] = (5, 7, 9, 11), top_k: int = 9, xi: float = 5.0, ratio: float = 0.5):
         super().__init__()
-        self.scales, self.top_k, self.xi, self.k = tuple(scales), top_k, xi, k
+        self.scales, self.top_k, self.xi, self.ratio = tuple(scales), top_k, xi, ratio
 
     def saliency(self, image: torch.Tensor) -> torch.Tensor:
         denoised = _median_3x3(image)
