@@ -141,18 +141,19 @@ def test_classic_table_sets_ours_beside_the_papers_sirst_columns(tmp_path):
     assert rows[0].startswith("| method | detector | images | IoU x100 | paper | Pd x100 | paper | Fa x1e6 | paper")
     # the paper's order; Top-Hat's figures equal the paper's, WSLCM has no paper row
     assert rows[1] == "| Top-Hat | `model=tophat` | 214 | 7.14 | 7.14 | 79.84 | 79.84 | 1012.00 | 1012.00 | 0.010 |"
-    assert rows[2] == "| WSLCM | `model=wslcm` | 214 | 30.00 |  | 80.00 |  | 20.00 |  | 0.500 |"
+    assert rows[2] == "| WSLCM | `model=wslcm` | 214 | 30.00 | 1.02 | 80.00 | 80.99 | 20.00 | 45846.16 | 0.500 |"
     assert "ipi: no metrics.json" in markdown
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[0] == "detector,method,images,iou,pd,fa,paper_iou,paper_pd,paper_fa,seconds_per_image"
     assert lines[1].startswith("tophat,Top-Hat,214,") and lines[1].endswith(",7.14,79.84,1012.0,0.01")
-    assert lines[2].endswith(",,,,0.5")
+    assert lines[2].endswith(",1.02,80.99,45846.16,0.5")
 
 
 def test_the_paper_rows_are_table_2s_sirst_columns():
     assert {name: (f.iou, f.pd, f.fa) for name, f in CLASSIC_PAPER.items()} == {
         "tophat": (7.14, 79.84, 1012.00), "rlcm": (21.02, 80.61, 199.15), "tllcm": (11.03, 79.47, 7.27),
-        "mspcm": (12.38, 83.27, 17.77), "ipi": (25.67, 85.55, 11.47), "pstnn": (22.40, 77.95, 29.11)}
+        "mspcm": (12.38, 83.27, 17.77), "ipi": (25.67, 85.55, 11.47), "pstnn": (22.40, 77.95, 29.11),
+        "maxmedian": (4.17, 69.20, 55.33), "mslcm": (11.56, 78.33, 8.37), "wslcm": (1.02, 80.99, 45846.16)}
 
 
 def test_reproduce_classic_runs_irstd_eval_per_detector(monkeypatch, tmp_path):
