@@ -17,9 +17,11 @@ from irstd.degeneration.samples import label_iou
 from irstd.degeneration.study import run_study
 from irstd.degeneration.training import (
     StudySamples,
+    dihedral,
     positive_iou,
     train_many_sample,
     train_single_sample,
+    undo_dihedral,
 )
 from irstd.losses import focal_loss
 from irstd.models.unet import UNet
@@ -184,3 +186,23 @@ def test_the_command_runs_a_synthetic_only_study_into_its_run_directory(tmp_path
                               f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0
     assert "dataset.root=" in missing.stderr and "dataset.root=null" in missing.stderr
+
+
+def test_the_eight_dihedral_views_are_distinct_and_undone_exactly():
+    image = torch.arange(16.0).view(1, 1, 4, 4).expand(8, 1, 4, 4)
+    ops = torch.arange(8)
+    turned = dihedral(image, ops)
+    assert len({tuple(view.flatten().tolist()) for view in turned}) == 8
+    torch.testing.assert_close(undo_dihedral(turned, ops), image)
+
+
+def test_augmented_runs_are_seeded_chunk_free_and_store_predictions_upright():
+    samples = gaussian_samples(3)
+    whole = train_single_sample(tiny_unet, samples, epochs=3, seed=2, augment=True)
+    chunked = train_single_sample(tiny_unet, samples, epochs=3, seed=2, augment=True, chunk_size=1)
+    torch.testing.assert_close(chunked.loss, whole.loss, rtol=1e-4, atol=1e-5)
+    plain = train_single_sample(tiny_unet, samples, epochs=3, seed=2)
+    assert not torch.allclose(plain.loss, whole.loss)  # the views did change what the networks saw
+    # stored best predictions are in the image's own frame: their IoU with the upright mask is the recorded best
+    upright = positive_iou(whole.best_prediction.unsqueeze(1), samples.masks)
+    torch.testing.assert_close(upright, whole.best_iou, atol=1e-3, rtol=0)

@@ -69,12 +69,13 @@ def run_dataset_study(cfg: Mapping[str, Any], build: Callable[[], torch.nn.Modul
     curves: dict[str, DegenerationCurves] = {}
     if "single" in schemes:
         curves["single"] = train_single_sample(build, on_device, int(cfg["epochs"]), lr=float(cfg["lr"]), seed=seed,
-                                               chunk_size=chunk_size, progress=_progress("single-sample runs"))
+                                               chunk_size=chunk_size, augment=bool(cfg["augment"]),
+                                               progress=_progress("single-sample runs"))
     if "many" in schemes:
         torch.manual_seed(seed)
         curves["many"] = train_many_sample(build(), on_device, int(cfg["many_epochs"]),
                                            batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]), seed=seed,
-                                           progress=_progress("many-sample epochs"))
+                                           augment=bool(cfg["augment"]), progress=_progress("many-sample epochs"))
     point_iou = label_iou(samples).numpy()
 
     longest = max(result.iou.shape[0] for result in curves.values())
@@ -122,7 +123,8 @@ def run_factor_study(factor: str, cfg: Mapping[str, Any], build: Callable[[], to
     samples = condition_samples(conditions, runs, size, scenes, shapes=shapes, seed=seed)
     log.info("Fig. 5 (%s): %d values x %d runs, %dx%d", factor, len(conditions), runs, size, size)
     curves = train_single_sample(build, samples.to(device), int(cfg["epochs"]), lr=float(cfg["lr"]), seed=seed,
-                                 chunk_size=chunk_size, progress=_progress(f"{factor} runs"))
+                                 chunk_size=chunk_size, augment=bool(cfg["augment"]),
+                                 progress=_progress(f"{factor} runs"))
     values = [condition.value for condition in conditions]
     # Images are condition-major: image c * runs + r is run r of condition c.
     iou = curves.iou.view(-1, len(conditions), runs)

@@ -106,6 +106,39 @@ def _supervision_loss(output: torch.Tensor | list[torch.Tensor], label: torch.Te
     return sum(focal_loss(head, label) for head in heads)
 
 
+def dihedral(x: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
+    """Image i (N x C x H x W, square) turned by ops[i] % 4 quarter turns, then mirrored when ops[i] >= 4."""
+    return torch.stack([_turn(image, int(op)) for image, op in zip(x, ops, strict=True)])
+
+
+def undo_dihedral(x: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
+    return torch.stack([_unturn(image, int(op)) for image, op in zip(x, ops, strict=True)])
+
+
+def _turn(image: torch.Tensor, op: int) -> torch.Tensor:
+    image = torch.rot90(image, op % 4, dims=(-2, -1))
+    return image.flip(-1) if op >= 4 else image
+
+
+def _unturn(image: torch.Tensor, op: int) -> torch.Tensor:
+    image = image.flip(-1) if op >= 4 else image
+    return torch.rot90(image, -(op % 4), dims=(-2, -1))
+
+
+def _augmented(samples: StudySamples, ops: torch.Tensor | None) -> StudySamples:
+    if ops is None:
+        return samples
+    return StudySamples(dihedral(samples.images, ops), dihedral(samples.labels, ops), dihedral(samples.masks, ops),
+                        samples.names, None if samples.valid is None else dihedral(samples.valid, ops))
+
+
+def _dihedral_draws(augment: bool, epochs: int, total: int, seed: int) -> torch.Tensor | None:
+    """epochs x N transform indices (0-7), drawn up front so that a run's draws do not depend on chunking."""
+    if not augment:
+        return None
+    return torch.randint(8, (epochs, total), generator=torch.Generator().manual_seed(seed))
+
+
 class _Tracker:
     """Keeps the per-epoch IoU and loss and each image's prediction at its best epoch so far."""
 
@@ -117,8 +150,11 @@ class _Tracker:
         self.best_prediction = torch.zeros(n, h, w, dtype=torch.float16)
 
     def record(self, epoch: int, index: torch.Tensor, prob: torch.Tensor, iou: torch.Tensor,
-               loss: torch.Tensor) -> None:
+               loss: torch.Tensor, ops: torch.Tensor | None = None) -> None:
+        """`prob` as the network saw its input; `ops` (the inputs' transforms) turn it back for the stored view."""
         iou, loss, prob = iou.detach().cpu(), loss.detach().cpu(), prob.detach().cpu()
+        if ops is not None:
+            prob = undo_dihedral(prob, ops.cpu())
         self.iou[epoch, index] = iou
         self.loss[epoch, index] = loss
         better = iou > self.best[index]
@@ -136,9 +172,13 @@ def train_single_sample(
     lr: float = 5e-4,
     seed: int = 0,
     chunk_size: int | None = None,
+    augment: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> DegenerationCurves:
     """Train one network per image for `epochs` steps (one image = one step per epoch), vmapped over images.
+
+    `augment` shows each step the image (and label) under a random flip/quarter turn, as the paper's training
+    pipeline does; IoU is invariant to it, and the stored best predictions are turned back.
 
     Run i's initial weights come from `torch.manual_seed(seed + i)`, so a run does not depend on how the runs
     are grouped: `chunk_size` only bounds how many networks train at once (memory), not the results.
@@ -150,6 +190,7 @@ def train_single_sample(
         raise ValueError(f"train_single_sample needs epochs >= 1 and chunk_size >= 1, got {epochs}, {chunk_size}")
     tracker = _Tracker(samples, epochs)
     device = samples.images.device
+    draws = _dihedral_draws(augment, epochs, total, seed)
     for start in range(0, total, chunk_size):
         index = torch.arange(start, min(total, start + chunk_size))
         chunk = samples.select(slice(start, start + len(index)))
@@ -157,14 +198,14 @@ def train_single_sample(
         for run in index.tolist():
             torch.manual_seed(seed + run)
             networks.append(build_network().to(device).train())
-        _train_stacked(networks, chunk, index, epochs, lr, tracker)
+        _train_stacked(networks, chunk, index, epochs, lr, tracker, None if draws is None else draws[:, index])
         if progress is not None:
             progress(start + len(index), total)
     return tracker.curves(samples.names)
 
 
 def _train_stacked(networks: list[nn.Module], samples: StudySamples, index: torch.Tensor, epochs: int,
-                   lr: float, tracker: _Tracker) -> None:
+                   lr: float, tracker: _Tracker, draws: torch.Tensor | None) -> None:
     params, buffers = stack_module_state(networks)
     params = {name: value.detach().requires_grad_() for name, value in params.items()}
     # The template only lends its forward: its own (meta) tensors are replaced by each run's.
@@ -177,12 +218,14 @@ def _train_stacked(networks: list[nn.Module], samples: StudySamples, index: torc
     step = vmap(run_one)
     optimizer = torch.optim.Adam(params.values(), lr=lr)
     for epoch in range(epochs):
-        loss, logits = step(params, buffers, samples.images, samples.labels)
+        ops = None if draws is None else draws[epoch]
+        seen = _augmented(samples, ops)
+        loss, logits = step(params, buffers, seen.images, seen.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         optimizer.step()
         prob = torch.sigmoid(logits.detach())
-        tracker.record(epoch, index, prob, positive_iou(prob, samples.masks, samples.valid), loss)
+        tracker.record(epoch, index, prob, positive_iou(prob, seen.masks, seen.valid), loss, ops)
         if not torch.isfinite(loss).all():
             bad = [samples.names[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
             raise FloatingPointError(f"single-sample training diverged at epoch {epoch + 1} on {bad[:5]}")
@@ -195,11 +238,13 @@ def train_many_sample(
     batch_size: int = 16,
     lr: float = 5e-4,
     seed: int = 0,
+    augment: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> DegenerationCurves:
     """Train one network on all images, recording every image every epoch.
 
-    Each epoch shuffles the images (seeded) into ceil(N / batch_size) batches of near-equal size.
+    Each epoch shuffles the images (seeded) into ceil(N / batch_size) batches of near-equal size; `augment` as in
+    `train_single_sample`.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"train_many_sample needs epochs >= 1 and batch_size >= 1, got {epochs}, {batch_size}")
@@ -209,10 +254,12 @@ def train_many_sample(
     generator = torch.Generator().manual_seed(seed)
     total = len(samples)
     batches = math.ceil(total / batch_size)
+    draws = _dihedral_draws(augment, epochs, total, seed)
     for epoch in range(epochs):
         order = torch.randperm(total, generator=generator)
         for index in order.tensor_split(batches):
-            batch = samples.select(index)
+            ops = None if draws is None else draws[epoch, index]
+            batch = _augmented(samples.select(index), ops)
             output = network(batch.images)
             logits = _logits(output)
             # Per-image loss of the output head, for the record; training uses the batch loss of every head.
@@ -222,7 +269,7 @@ def train_many_sample(
             _supervision_loss(output, batch.labels).backward()
             optimizer.step()
             prob = torch.sigmoid(logits.detach())
-            tracker.record(epoch, index, prob, positive_iou(prob, batch.masks, batch.valid), losses)
+            tracker.record(epoch, index, prob, positive_iou(prob, batch.masks, batch.valid), losses, ops)
         if progress is not None:
             progress(epoch + 1, epochs)
     return tracker.curves(samples.names)
