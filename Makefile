@@ -40,12 +40,13 @@ test-slow: install ## run the slow tests too
 lint: install ## ruff over the code and the tests
 	$(VENV)/bin/ruff check src tests scripts
 
-bench: install ## time backbones, metrics, one LESPS round and full vs tiled inference against references in the same run
+bench: install ## time backbones, metrics, one LESPS round, full vs tiled inference and vmapped study training against references in the same run
 	$(PY) scripts/bench_models.py
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_metrics.py --noise 0.55
 	$(PY) scripts/bench_evolution.py
 	$(PY) scripts/bench_predict.py
+	$(PY) scripts/bench_degeneration.py
 
 reproduce: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 ## tables 1-3 and Fig. 6; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
 
