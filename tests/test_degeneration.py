@@ -206,3 +206,11 @@ def test_augmented_runs_are_seeded_chunk_free_and_store_predictions_upright():
     # stored best predictions are in the image's own frame: their IoU with the upright mask is the recorded best
     upright = positive_iou(whole.best_prediction.unsqueeze(1), samples.masks)
     torch.testing.assert_close(upright, whole.best_iou, atol=1e-3, rtol=0)
+
+
+def test_the_paper_scale_composes_with_the_papers_sizes(tmp_path):
+    cfg = compose_config("degeneration", tmp_path, ["study_scale=paper"])
+    assert (cfg.network.width, cfg.network.depth, cfg.chunk_size) == (64, 4, 32)
+    assert (cfg.dataset.crop_size, cfg.factors.frame_size, cfg.factors.runs) == (256, 256, 100)
+    assert cfg.factors.intensity["values"] == [10, 50, 100, 200, 500]
+    assert cfg.factors.size["values"] == [3, 5, 7, 9, 13]
