@@ -264,7 +264,7 @@ def train_many_sample(
             logits = _logits(output)
             # Per-image loss of the output head, for the record; training uses the batch loss of every head.
             with torch.no_grad():
-                losses = torch.stack([focal_loss(logits[i:i + 1], batch.labels[i:i + 1]) for i in range(len(index))])
+                losses = vmap(focal_loss)(logits.unsqueeze(1), batch.labels.unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             _supervision_loss(output, batch.labels).backward()
             optimizer.step()
