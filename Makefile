@@ -15,17 +15,17 @@ STUDY_ON_SIRST = dataset.root=$(SIRST) factors.shape.root=$(SIRST) factors.backg
 	factors.run=[intensity,size,position,count,shape]
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic study-degeneration
+.PHONY: help install demo test test-slow docs lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic study-degeneration
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-19s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv and install irstd (editable) with its test tools
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[dev,export]"
+	$(PY) -m pip install --quiet -e ".[dev,export,docs]"
 	touch $@
 
 demo: install ## LESPS from point labels on the built-in synthetic data (CPU, ~2 min); extra overrides: ARGS="..."
@@ -37,36 +37,42 @@ test: install ## run the fast test suite
 test-slow: install ## run the slow tests too
 	$(PY) -m pytest -m "slow or not slow"
 
+# NO_MKDOCS_2_WARNING: mkdocs-material prints an end-of-life banner on every build; it is no build warning
+docs: install ## build the docs site (strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: install ## ruff over the code and the tests
 	$(VENV)/bin/ruff check src tests scripts
 
-bench: install ## time backbones, metrics, one LESPS round, full vs tiled inference and vmapped study training against references in the same run
+bench: install ## time backbones, metrics, label rounds and round-0 initialisers, full vs tiled inference and vmapped study training against references in the same run
 	$(PY) scripts/bench_models.py
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_metrics.py --noise 0.55
 	$(PY) scripts/bench_evolution.py
+	$(PY) scripts/bench_label_init.py
+	$(PY) scripts/bench_label_update.py
 	$(PY) scripts/bench_predict.py
 	$(PY) scripts/bench_degeneration.py
 
 reproduce: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 ## tables 1-3 and Fig. 6; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
 
 reproduce-table1: install ## Table 1: DNA-Net w/ and w/o LESPS from centroid/coarse points, and full supervision
-	$(PY) scripts/reproduce.py table1 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+	$(VENV)/bin/irstd-reproduce table1 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
 
 reproduce-table2: install ## Table 2: ACM, ALCNet, DNA-Net x full / centroid+ / coarse+ (SCALE=smoke: CPU, ~2 min)
-	$(PY) scripts/reproduce.py table2 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+	$(VENV)/bin/irstd-reproduce table2 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
 
 reproduce-table3: install ## Table 3: DNA-Net on fixed pseudo labels (thresholds, RLCM, TLLCM, MSLCM, MSPCM) vs LESPS
-	$(PY) scripts/reproduce.py table3 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+	$(VENV)/bin/irstd-reproduce table3 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
 
 reproduce-fig6: install ## Fig. 6: LESPS's Tloss, Tb, k and f swept with DNA-Net from centroid points
-	$(PY) scripts/reproduce.py fig6 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+	$(VENV)/bin/irstd-reproduce fig6 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
 
 reproduce-classic: install ## Table 2's training-free methods on SIRST (SIRST=DIR, DETECTORS=a,b; no training, no SCALE)
-	$(PY) scripts/reproduce.py classic $(if $(SIRST),--data-root $(SIRST)) $(if $(DETECTORS),--detectors $(DETECTORS)) $(ARGS)
+	$(VENV)/bin/irstd-reproduce classic $(if $(SIRST),--data-root $(SIRST)) $(if $(DETECTORS),--detectors $(DETECTORS)) $(ARGS)
 
 study-degeneration: install ## the mapping-degeneration study: Fig. 2 on SIRST (SIRST=DIR) and Fig. 5's factors; SCALE=smoke (CPU) or paper (GPU)
-	$(VENV)/bin/irstd-degeneration study_scale=$(SCALE) $(if $(SIRST),$(STUDY_ON_SIRST)) $(ARGS)
+	$(VENV)/bin/irstd-degeneration $(if $(filter paper,$(SCALE)),scale=study_paper) $(if $(SIRST),$(STUDY_ON_SIRST)) $(ARGS)
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -7,7 +7,7 @@ Measured in one process, min/median over repeats:
                over them (re-implemented here from its description, in torch + SciPy, for timing)
   spec         our sequential numpy reference (irstd.lesps.reference), one target at a time
   ours (1)     irstd.lesps.evolve_labels, one image per call
-  ours (16)    the same, 16 padded images per call (what the callback does: lesps.evolve_chunk=16)
+  ours (16)    the same, 16 padded images per call (what the callback does: label_update.evolve_chunk=16)
 Prints seconds and the ratios the issue asks for (released / ours, evolution / forward).
 
     python scripts/bench_evolution.py [--root ../shared/datasets/SIRST] [--weights ACM.pth.tar] [--device auto]
@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from irstd.data.datamodule import IRSTDDataModule, pad_collate
+from irstd.data.datamodule import HoldoutOptions, IRSTDDataModule, LoadingOptions
+from irstd.data.datasets import pad_collate
 from irstd.lesps import evolve_labels
 from irstd.lesps.reference import evolve_labels_reference
-from irstd.module import IRSTDModule
+from irstd.training.module import IRSTDModule
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -93,7 +94,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as bank_dir:
         datamodule = IRSTDDataModule(root=args.root, split=args.split, label="centroid", bank_dir=bank_dir,
-                                     num_workers=0, progress=False, val_split=None)
+                                     loading=LoadingOptions(num_workers=0), holdout=HoldoutOptions(split=None),
+                                     progress=False)
         datamodule.setup("fit")
         items = [datamodule.evolve_dataloader().dataset[i] for i in range(len(datamodule.train_scan.samples))]
     weights = args.weights if Path(args.weights).is_file() else None

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from irstd.cli.common import resolve_device
 from irstd.data.transforms import pad_bottom_right
 from irstd.metrics import FA_RULES, TargetDetection, metric_suite
 from irstd.metrics.reference import reference_pd_fa
+from irstd.utils.device import resolve_device
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FLOOR = "floor: scipy 2D labelling of every prediction and mask, nothing else"
@@ -46,11 +46,12 @@ Item = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # probs B x 1 x H x W, m
 
 def sirst_predictions(args: argparse.Namespace, device: torch.device) -> list[Item]:
     """One padded (probs, mask, valid_hw) per test image, as `evaluate_batches` sees them."""
-    from irstd.data.datamodule import IRSTDDataModule
-    from irstd.module import IRSTDModule
+    from irstd.data.datamodule import EvaluationOptions, IRSTDDataModule, LoadingOptions
+    from irstd.training.module import IRSTDModule
 
     datamodule = IRSTDDataModule(root=str(args.root), split=args.split, mean=args.mean, std=args.std,
-                                 pad_always=True, eval_batch_size=1, num_workers=0, progress=False)
+                                 evaluation=EvaluationOptions(pad_always=True),
+                                 loading=LoadingOptions(eval_batch_size=1, num_workers=0), progress=False)
     datamodule.setup("test")
     model = IRSTDModule(backbone={"name": args.backbone}, weights=str(args.weights)).eval().to(device)
     items = []

@@ -26,8 +26,8 @@ import time
 import torch
 from benchutil import run_measurement  # a sibling script: python puts scripts/ on the path
 
-from irstd.cli.common import resolve_device
 from irstd.models import available_backbones, build_backbone
+from irstd.utils.device import resolve_device
 
 
 def peak_rss_mb() -> float:

@@ -1,5 +1,5 @@
 """Inference throughput per backbone and frame size: the full frame in one pass against tiled inference
-(`irstd.tiling.predict_tiled`), each as images per second, their ratio, and the peak memory of each.
+(`irstd.ops.tiling.predict_tiled`), each as images per second, their ratio, and the peak memory of each.
 
 Each (backbone, size, mode) runs in its own subprocess so that its peak memory is clean: on CUDA
 `torch.cuda.max_memory_allocated`, on the CPU the growth of the process's peak RSS (`ru_maxrss`) over its value
@@ -26,9 +26,9 @@ import torch
 from bench_models import peak_rss_mb  # sibling scripts: python puts scripts/ on the path
 from benchutil import run_measurement
 
-from irstd.cli.common import resolve_device
-from irstd.models import available_backbones, build_backbone
-from irstd.tiling import predict_tiled, tile_starts
+from irstd.models import available_backbones, build_backbone, final_output
+from irstd.ops.tiling import predict_tiled, tile_starts
+from irstd.utils.device import resolve_device
 
 PAPER_BACKBONES = ["acm", "alcnet", "dnanet"]
 MODES = ("full", "tiled")
@@ -47,7 +47,7 @@ def measure(name: str, size: int, mode: str, args: argparse.Namespace, device: t
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:
         logits = net(batch)
-        return torch.sigmoid(logits[-1] if isinstance(logits, (list, tuple)) else logits)
+        return torch.sigmoid(final_output(logits))
 
     @torch.no_grad()
     def predict() -> None:

@@ -14,7 +14,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from irstd.sweeps import SweepError, collect_sweep
+from irstd.results.sweeps import SweepError, collect_sweep
 
 
 def main() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from irstd.cli import config_dir
+from irstd.config import CONFIG_MODULE
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
 
 SIRST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "SIRST"
@@ -28,7 +28,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def compose_config(name: str, output_dir: Path, overrides: list[str]) -> DictConfig:
     """Compose a shipped entry config as `irstd-train`/`irstd-eval` would, rooted in `output_dir`."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name=name, return_hydra_config=True, overrides=overrides)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
@@ -45,7 +45,7 @@ def tiny_train_overrides(data_root: Path, label: str = "full", lesps: str = "off
         f"data.root={data_root}",
         "data.synthetic.num_train=6", "data.synthetic.num_test=3", "data.synthetic.height=64",
         "data.synthetic.width=64", "data.synthetic.seed=3",
-        "data.patch_size=32", "data.batch_size=4", "data.eval_batch_size=2", "data.num_workers=0",
+        "data.patch_size=32", "data.batch_size=4", "data.loading.eval_batch_size=2", "data.loading.num_workers=0",
         "data.progress=false", f"label={label}", f"lesps={lesps}",
         "model.backbone.width=4", "model.backbone.depth=2",
         "trainer=cpu", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",

@@ -1,4 +1,4 @@
-"""Training-free detectors through `irstd-eval` (`model=<detector>`) and `scripts/reproduce.py classic`."""
+"""Training-free detectors through `irstd-eval` (`detector=<detector>`) and `irstd-reproduce classic`."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import irstd.classic
 from conftest import compose_config, tiny_train_overrides
 from irstd.classic import available_detectors
 from irstd.classic.base import ClassicDetector
-from irstd.cli.eval import evaluate
+from irstd.cli.reproduce import main
+from irstd.inference.tasks import evaluate, load_predictor
 from irstd.metrics import metric_suite
-from irstd.reproduce import CLASSIC_PAPER, main, write_classic_results
+from irstd.results.classic import write_classic_results
+from irstd.results.reference import CLASSIC_PAPER
 
 CLASSIC_CONFIGS = ("tophat", "maxmedian", "rlcm", "tllcm", "mslcm", "mspcm", "wslcm", "ipi", "pstnn")
 
@@ -45,20 +47,19 @@ class LocalPeak(ClassicDetector):
 @pytest.fixture
 def local_peak(monkeypatch):
     """LocalPeak registered as `localpeak` for the test: the mechanics under test, not a real detector."""
-    monkeypatch.setitem(irstd.classic._REGISTRY, "localpeak", f"{__name__}:LocalPeak")
+    monkeypatch.setitem(irstd.classic.DETECTORS._entries, "localpeak", f"{__name__}:LocalPeak")
     LocalPeak.seen_max = 0.0
     yield LocalPeak
     GlobalHydra.instance().clear()
 
 
-# model=tophat's config with its detector swapped for LocalPeak, whose only parameter is k (added with +k=...)
-LOCAL_PEAK = ["model=tophat", "model.classic.name=localpeak", "~model.classic.size", "~model.classic.shape",
-              "~model.classic.ratio"]
+# detector=tophat's config with its detector swapped for LocalPeak, whose only parameter is k (added with +k=...)
+LOCAL_PEAK = ["detector=tophat", "detector.name=localpeak", "~detector.size", "~detector.shape", "~detector.ratio"]
 
 
 def _data_overrides(root) -> list[str]:
     # pad_always: the 64x64 frames get a full block of padding, which the detector must not see
-    return [o for o in tiny_train_overrides(root) if o.startswith("data.")] + ["data.pad_always=true"]
+    return [o for o in tiny_train_overrides(root) if o.startswith("data.")] + ["data.evaluation.pad_always=true"]
 
 
 def _direct_metrics(samples, k: float) -> dict[str, float]:
@@ -76,7 +77,7 @@ def _direct_metrics(samples, k: float) -> dict[str, float]:
 def test_eval_of_a_classic_detector_matches_running_it_directly(local_peak, tiny_dataset, tmp_path):
     # data.mean/std are given on purpose: a classic model must still see native units
     cfg = compose_config("eval", tmp_path / "eval", _data_overrides(tiny_dataset) + LOCAL_PEAK + [
-        "+model.classic.k=20", "device=cpu", "data.mean=100", "data.std=50"])
+        "+detector.k=20", "device=cpu", "data.mean=100", "data.std=50"])
     metrics, objects = evaluate(cfg)
     assert local_peak.seen_max > 100, "the detector saw normalised images"
     assert objects["curves"] is None, "a binary detection has no ROC worth drawing"
@@ -107,22 +108,18 @@ def test_the_padded_border_would_change_the_decisions(local_peak, tiny_dataset, 
 
 @pytest.mark.parametrize("name", CLASSIC_CONFIGS)
 def test_every_classic_config_composes_and_builds_its_detector(name, tiny_dataset, tmp_path):
-    from irstd.cli.eval import load_model
-
-    cfg = compose_config("eval", tmp_path / "eval", [f"data.root={tiny_dataset}", f"model={name}"])
-    assert cfg.model.classic.name == name and name in available_detectors()
-    # the listed keys are the detector's keyword arguments, so each is overridable as model.classic.KEY=...
-    _, model, _ = load_model(cfg)
+    cfg = compose_config("eval", tmp_path / "eval", [f"data.root={tiny_dataset}", f"detector={name}"])
+    assert cfg.detector.name == name and name in available_detectors()
+    # the listed keys are the detector's keyword arguments, so each is overridable as detector.KEY=...
+    _, model, _ = load_predictor(cfg)
     assert isinstance(model.detector, ClassicDetector)
     GlobalHydra.instance().clear()
 
 
 def test_classic_parameters_reach_the_detector(local_peak, tiny_dataset, tmp_path):
-    from irstd.cli.eval import load_model
-
     cfg = compose_config("eval", tmp_path / "eval", [f"data.root={tiny_dataset}", *LOCAL_PEAK,
-                                                     "+model.classic.k=7.5", "name=row"])
-    name, model, normalization = load_model(cfg)
+                                                     "+detector.k=7.5", "name=row"])
+    name, model, normalization = load_predictor(cfg)
     assert (name, model.detector.k, normalization) == ("row", 7.5, {"mean": 0.0, "std": 1.0})
 
 
@@ -140,8 +137,8 @@ def test_classic_table_sets_ours_beside_the_papers_sirst_columns(tmp_path):
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| method | detector | images | IoU x100 | paper | Pd x100 | paper | Fa x1e6 | paper")
     # the paper's order; Top-Hat's figures equal the paper's, WSLCM has no paper row
-    assert rows[1] == "| Top-Hat | `model=tophat` | 214 | 7.14 | 7.14 | 79.84 | 79.84 | 1012.00 | 1012.00 | 0.010 |"
-    assert rows[2] == "| WSLCM | `model=wslcm` | 214 | 30.00 | 1.02 | 80.00 | 80.99 | 20.00 | 45846.16 | 0.500 |"
+    assert rows[1] == "| Top-Hat | `detector=tophat` | 214 | 7.14 | 7.14 | 79.84 | 79.84 | 1012.00 | 1012.00 | 0.010 |"
+    assert rows[2] == "| WSLCM | `detector=wslcm` | 214 | 30.00 | 1.02 | 80.00 | 80.99 | 20.00 | 45846.16 | 0.500 |"
     assert "ipi: no metrics.json" in markdown
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[0] == "detector,method,images,iou,pd,fa,paper_iou,paper_pd,paper_fa,seconds_per_image"
@@ -157,7 +154,7 @@ def test_the_paper_rows_are_table_2s_sirst_columns():
 
 
 def test_reproduce_classic_runs_irstd_eval_per_detector(monkeypatch, tmp_path):
-    import irstd.reproduce as reproduce
+    import irstd.results.classic as classic
 
     commands = []
 
@@ -168,28 +165,22 @@ def test_reproduce_classic_runs_irstd_eval_per_detector(monkeypatch, tmp_path):
         (Path(run_dir) / "metrics.json").write_text(json.dumps({"iou": 0.1, "pd": 0.5, "fa": 1e-5}))
         return type("Done", (), {"returncode": 0})()
 
-    monkeypatch.setattr(reproduce.subprocess, "run", fake_run)
+    monkeypatch.setattr(classic.subprocess, "run", fake_run)
     status = main(["classic", "--detectors", "tophat,ipi", "--data-root", "/data/SIRST", "--out-dir", str(tmp_path),
                    "device=cpu"])
     assert status == 0
-    assert [c[3:6] for c in commands] == [["model=tophat", "data=sirst", "data.root=/data/SIRST"],
-                                          ["model=ipi", "data=sirst", "data.root=/data/SIRST"]]
+    assert [c[3:6] for c in commands] == [["detector=tophat", "data=sirst", "data.root=/data/SIRST"],
+                                          ["detector=ipi", "data=sirst", "data.root=/data/SIRST"]]
     assert all(c[-1] == "device=cpu" and c[1:3] == ["-m", "irstd.cli.eval"] for c in commands)
     results = next((tmp_path / "classic").iterdir()) / "results.md"
-    assert "| IPI | `model=ipi` |  | 10.00 | 25.67 |" in results.read_text()
+    assert "| IPI | `detector=ipi` |  | 10.00 | 25.67 |" in results.read_text()
     with pytest.raises(SystemExit):
         main(["classic", "--detectors", "nope", "--out-dir", str(tmp_path)])
 
 
 @pytest.mark.parametrize("entry", ["train", "predict", "export"])
-def test_networks_only_tools_reject_a_classic_detector_by_name(entry, tiny_dataset, tmp_path):
-    from irstd.cli.export import export
-    from irstd.cli.predict import predict
-    from irstd.cli.train import train
-
-    run = {"train": train, "predict": predict, "export": export}[entry]
-    overrides = {"train": [f"data.root={tiny_dataset}"], "predict": [f"input={tiny_dataset}"], "export": []}[entry]
-    cfg = compose_config(entry, tmp_path / entry, ["model=tophat", *overrides])
-    with pytest.raises(ValueError, match="model=tophat is a training-free detector: score it with irstd-eval"):
-        run(cfg)
+def test_model_means_a_network_everywhere(entry, tmp_path):
+    # detectors are their own config group, known to irstd-eval only; `model=` lists networks alone
+    with pytest.raises(Exception, match="(?s)Could not find 'model/tophat'.*unet"):
+        compose_config(entry, tmp_path / entry, ["model=tophat"])
     GlobalHydra.instance().clear()

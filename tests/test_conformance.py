@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import SIRST
-from irstd.data.datamodule import IRSTDDataModule
-from irstd.evaluation import evaluate_batches
-from irstd.module import IRSTDModule
+from irstd.data.datamodule import EvaluationOptions, IRSTDDataModule, LoadingOptions, PolicyOptions
+from irstd.inference.evaluation import evaluate_batches
+from irstd.training.module import IRSTDModule
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "shared" / "checkpoints"
 pytestmark = pytest.mark.skipif(not (SIRST.is_dir() and CHECKPOINTS.is_dir()),
@@ -26,8 +26,10 @@ FILES = {"acm": "ACM_LESPS_centroid.pth.tar", "alcnet": "ALCNet_LESPS_centroid.p
 
 def sirst_test_loader(policy: str):
     # the official protocol: SIRST3 statistics, a full extra 32-block of padding, one image per pass
-    datamodule = IRSTDDataModule(root=str(SIRST), split="SIRST", mean=95.010, std=41.511, pad_always=True,
-                                 size_mismatch=policy, eval_batch_size=1, num_workers=0, progress=False)
+    datamodule = IRSTDDataModule(root=str(SIRST), split="SIRST", mean=95.010, std=41.511,
+                                 evaluation=EvaluationOptions(pad_always=True),
+                                 policies=PolicyOptions(size_mismatch=policy),
+                                 loading=LoadingOptions(eval_batch_size=1, num_workers=0), progress=False)
     datamodule.setup("test")
     return datamodule.test_dataloader()
 

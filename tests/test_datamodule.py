@@ -1,21 +1,33 @@
 import json
 import logging
 import shutil
+from dataclasses import fields
 
+import hydra
 import numpy as np
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from irstd.data.datamodule import IRSTDDataModule, TrainDataset
+from conftest import compose_config, tiny_train_overrides
+from irstd.data.datamodule import (
+    EvaluationOptions,
+    HoldoutOptions,
+    IRSTDDataModule,
+    LoadingOptions,
+    PolicyOptions,
+)
+from irstd.data.datasets import EpochSampler, TrainDataset
 from irstd.data.points import centroid_points, map_to_points
+from irstd.data.protocols import LabelSource
 from irstd.data.sources import DatasetError, decode_image
 
 
 def make_dm(root, tmp_path, **kwargs):
     options = dict(root=str(root), split="synthetic", label="full", bank_dir=str(tmp_path / "bank"),
                    stats_file=str(tmp_path / "normalization.json"), patch_size=32, batch_size=3,
-                   eval_batch_size=2, num_workers=0, progress=False)
+                   loading={"eval_batch_size": 2, "num_workers": 0}, progress=False)
     options.update(kwargs)
     return IRSTDDataModule(**options)
 
@@ -53,6 +65,91 @@ def test_normalisation_from_train_split_only_and_cached(tiny_dataset, tmp_path):
     assert (again.mean, again.std) == (1.0, 2.0)
 
 
+def test_coarse_points_follow_the_label_seed(tiny_dataset, tmp_path):
+    def round_zero(seed, folder):
+        dm = make_dm(tiny_dataset, tmp_path / folder, label="coarse", label_options={"kind": "coarse", "seed": seed})
+        dm.setup("fit")
+        return [map_to_points(label).tolist() for label in dm.bank.read_round(0).values()]
+
+    first = round_zero(0, "a")
+    assert round_zero(0, "b") == first
+    assert round_zero(5, "c") != first
+
+
+GROUPS = {"loading": LoadingOptions, "evaluation": EvaluationOptions, "policies": PolicyOptions,
+          "holdout": HoldoutOptions}
+
+
+def test_setting_groups_arrive_as_dicts_and_become_dataclasses(tiny_dataset, tmp_path):
+    cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset) + [
+        "data.holdout.fraction=0.34", "data.evaluation.test_sets=[synthetic]"])
+    GlobalHydra.instance().clear()
+    for key, kind in GROUPS.items():  # the config's groups and the dataclasses hold the same keys
+        assert list(cfg.data[key]) == [field.name for field in fields(kind)], key
+    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
+    assert dm.loading == LoadingOptions(num_workers=0, persistent_workers=True, eval_batch_size=2)
+    assert dm.holdout == HoldoutOptions(split="test", fraction=0.34, seed=0)
+    assert dm.evaluation.test_sets == ("synthetic",) and dm.test_set_names == ["synthetic"]
+    assert dm.policies == PolicyOptions()
+    # hyperparameters (and so checkpoints) hold plain dicts, not our classes
+    assert dm.hparams.loading == {"num_workers": 0, "persistent_workers": True, "pin_memory": False,
+                                  "eval_batch_size": 2}
+    assert all(type(dm.hparams[key]) is dict for key in GROUPS)
+    same = make_dm(tiny_dataset, tmp_path, loading=LoadingOptions(eval_batch_size=2))
+    assert same.loading == LoadingOptions(eval_batch_size=2) and same.hparams.loading["eval_batch_size"] == 2
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_an_unknown_key_in_a_group_is_named(tiny_dataset, tmp_path, group):
+    with pytest.raises(ValueError, match=rf"unknown key data\.{group}\.num_wokers: data\.{group} takes "):
+        make_dm(tiny_dataset, tmp_path, **{group: {"num_wokers": 0}})
+
+
+def test_an_unknown_key_from_the_command_line_is_named(tiny_dataset, tmp_path):
+    cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset) + [
+        "+data.loading.num_wokers=0"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(Exception, match=r"data\.loading\.num_wokers"):
+        hydra.utils.instantiate(cfg.data, _convert_="all")
+
+
+@pytest.mark.parametrize(("options", "key"), [
+    (dict(policies={"size_mismatch": "stretch"}), "data.policies.size_mismatch"),
+    (dict(policies={"bad_files": "ignore"}), "data.policies.bad_files"),
+    (dict(holdout={"split": "train"}), "data.holdout.split"),
+    (dict(holdout={"fraction": 1.0}), "data.holdout.fraction"),
+    (dict(evaluation={"test_sets": ["A", "A"]}), "data.evaluation.test_sets"),
+    (dict(evaluation={"pad_multiple": 0}), "data.evaluation.pad_multiple"),
+    (dict(loading={"eval_batch_size": 0}), "data.loading.eval_batch_size"),
+    (dict(patch_size=48), "data.evaluation.pad_multiple"),
+])
+def test_bad_group_values_name_the_key(tiny_dataset, tmp_path, options, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        make_dm(tiny_dataset, tmp_path, **options)
+
+
+def test_the_datamodule_is_the_label_source_the_callback_needs(tiny_dataset, tmp_path):
+    dm = make_dm(tiny_dataset, tmp_path)
+    assert isinstance(dm, LabelSource)
+    dm.setup("fit")
+    assert isinstance(dm, LabelSource)
+    batch = next(iter(dm.evolve_dataloader(dm.train_scan.samples[:2], batch_size=2)))
+    assert {"image", "name", "valid_hw", "label", "mask", "has_mask"} <= set(batch)
+
+    class WithoutLoader:
+        bank = dm.bank
+        train_scan = dm.train_scan
+
+    class WithoutBank:
+        train_scan = dm.train_scan
+
+        def evolve_dataloader(self, samples=None, batch_size=None):
+            return []
+
+    assert not isinstance(WithoutLoader(), LabelSource)
+    assert not isinstance(WithoutBank(), LabelSource)
+
+
 def test_mean_without_std_is_a_config_error(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="data.mean and data.std"):
         make_dm(tiny_dataset, tmp_path, mean=100.0)
@@ -81,8 +178,8 @@ def test_eval_batches_are_padded_and_carry_sizes(tmp_path):
         Image.fromarray(mask).save(root / "masks" / f"{name}.png")
     (root / "img_idx" / "train_odd.txt").write_text("a\r\nb\r\n")
     (root / "img_idx" / "test_odd.txt").write_text("a\n\nb  \n")
-    dm = IRSTDDataModule(root=str(root), split="odd", mean=0.0, std=1.0, eval_batch_size=2, num_workers=0,
-                         progress=False)
+    dm = IRSTDDataModule(root=str(root), split="odd", mean=0.0, std=1.0,
+                         loading={"eval_batch_size": 2, "num_workers": 0}, progress=False)
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape == (2, 1, 64, 96)
@@ -94,7 +191,7 @@ def test_eval_batches_are_padded_and_carry_sizes(tmp_path):
 
 
 def test_persistent_workers_see_a_new_round(tiny_dataset, tmp_path):
-    dm = make_dm(tiny_dataset, tmp_path, num_workers=1, persistent_workers=True, augment=False)
+    dm = make_dm(tiny_dataset, tmp_path, loading={"num_workers": 1, "persistent_workers": True}, augment=False)
     dm.setup("fit")
     loader = dm.train_dataloader()
     first = torch.cat([b["label"] for b in loader])
@@ -126,7 +223,7 @@ def test_corrupt_image_is_reported_at_setup(tiny_dataset, tmp_path):
     with pytest.raises(DatasetError) as info:
         dm.setup("fit")
     assert str(path) in str(info.value) and str(root) in str(info.value)
-    skipping = make_dm(root, tmp_path / "skip", bad_files="skip")
+    skipping = make_dm(root, tmp_path / "skip", policies={"bad_files": "skip"})
     skipping.setup("fit")
     assert name not in skipping.bank.names() and len(skipping.bank.names()) == len(names(root, "train")) - 1
 
@@ -186,7 +283,7 @@ def test_training_batches_depend_on_seed_and_epoch_only(tiny_dataset, tmp_path):
     """Same crops and flips with or without workers, and when an epoch is revisited (a resume)."""
     in_process = make_dm(tiny_dataset, tmp_path / "a", seed=7)
     in_process.setup("fit")
-    with_workers = make_dm(tiny_dataset, tmp_path / "b", seed=7, num_workers=2)
+    with_workers = make_dm(tiny_dataset, tmp_path / "b", seed=7, loading={"num_workers": 2})
     with_workers.setup("fit")
     loader_a, loader_b = in_process.train_dataloader(), with_workers.train_dataloader()
     epoch3 = epoch_batches(loader_a, 3)
@@ -202,8 +299,6 @@ def test_training_batches_depend_on_seed_and_epoch_only(tiny_dataset, tmp_path):
 
 
 def test_rank_shards_cover_the_training_set(tiny_dataset, tmp_path):
-    from irstd.data.datamodule import EpochSampler
-
     dm = make_dm(tiny_dataset, tmp_path)
     dm.setup("fit")
     dataset = TrainDataset(dm.train_scan.samples, dm.bank, dm.mean, dm.std, 32)

@@ -14,13 +14,13 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import compose_config
-from irstd.cli.ddp import quote_override_value
-from irstd.cli.eval import evaluate
 from irstd.data.datamodule import IRSTDDataModule
 from irstd.data.label_bank import LabelBank
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
+from irstd.inference.tasks import evaluate
 from irstd.lesps.callback import LESPSCallback
-from irstd.module import IRSTDModule
+from irstd.training.ddp import quote_override_value
+from irstd.training.module import IRSTDModule
 
 # 7 training images over 2 ranks: shards of 4 and 3; 3 test images: 2 and 1
 SPEC = dict(num_train=7, num_test=3, height=64, width=64, seed=5)
@@ -35,9 +35,9 @@ def ddp_overrides(root: Path) -> list[str]:
     """LESPS evolves after every epoch from the first one, image by image (batch 1: no padding differences)."""
     return [
         f"data.root={root}", *(f"data.synthetic.{k}={v}" for k, v in SPEC.items()),
-        "data.patch_size=32", "data.batch_size=2", "data.eval_batch_size=1", "data.num_workers=0",
-        "data.progress=false", "label=centroid", "lesps.start=epoch", "lesps.Tepoch=0", "lesps.f=1",
-        "lesps.batch_size=1", "lesps.evolve_chunk=2", "model.backbone.width=4", "model.backbone.depth=2",
+        "data.patch_size=32", "data.batch_size=2", "data.loading.eval_batch_size=1", "data.loading.num_workers=0",
+        "data.progress=false", "label=centroid", "start=epoch", "start.Tepoch=0", "label_update.f=1",
+        "label_update.batch_size=1", "label_update.evolve_chunk=2", "model.backbone.width=4", "model.backbone.depth=2",
         "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
     ]
@@ -71,7 +71,7 @@ def test_a_ddp_round_equals_the_single_process_round_bit_for_bit(odd_dataset, tm
     shutil.copytree(run_dir / "label_bank", reference_bank)
     LabelBank(reference_bank).rollback(0)
     datamodule = IRSTDDataModule(root=str(odd_dataset), split="synthetic", label="centroid",
-                                 bank_dir=str(reference_bank), eval_batch_size=1, progress=False,
+                                 bank_dir=str(reference_bank), loading={"eval_batch_size": 1}, progress=False,
                                  mean=normalization["mean"], std=normalization["std"])
     datamodule.setup("fit")
     callback = LESPSCallback(batch_size=1, evolve_chunk=2)
@@ -96,7 +96,7 @@ def test_a_ddp_round_equals_the_single_process_round_bit_for_bit(odd_dataset, tm
 
 def test_ddp_inside_a_multirun_keeps_one_directory_per_job(odd_dataset, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_train(["-m", *ddp_overrides(odd_dataset), "trainer=ddp_cpu", "lesps.Tb=0.4,0.6",
+    result = run_train(["-m", *ddp_overrides(odd_dataset), "trainer=ddp_cpu", "label_update.Tb=0.4,0.6",
                         f"hydra.sweep.dir={sweep_dir}"], tmp_path, timeout=400)
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"], jobs
@@ -117,3 +117,22 @@ def test_override_values_are_quoted_for_hydra():
     for path in ("runs/plain", "runs/with space,comma=eq", "runs/it's"):
         override = parser.parse_override(f"hydra.run.dir={quote_override_value(path)}")
         assert override.value() == path
+
+
+def test_pal_under_ddp_admits_and_commits_like_a_single_process(odd_dataset, tmp_path):
+    """PAL's easy set and first admission round gather every rank's shard: the committed labels and the admitted
+    images of a 2-rank run equal those of one process trained on the same weights."""
+    pal = [*ddp_overrides(odd_dataset), "label_update=pal", "label_update.initial_tolerance=1.0",
+           "trainer.max_epochs=2"]
+    runs = {}
+    for name, trainer in (("single", "trainer=cpu"), ("ddp", "trainer=ddp_cpu")):
+        run_dir = tmp_path / name
+        run_train([*pal, trainer, f"hydra.run.dir={run_dir}"], tmp_path)
+        runs[name] = LabelBank(run_dir / "label_bank")
+        assert not list((run_dir / "label_bank" / ".shards").glob("*")), "shard files are cleaned up"
+    single, ddp = runs["single"], runs["ddp"]
+    # round 1 is the easy set, made before any training step: the same whatever the number of ranks
+    assert single.round_meta(1)["epoch"] == ddp.round_meta(1)["epoch"] == -1
+    assert all(np.array_equal(single.read_round(1)[n], ddp.read_round(1)[n]) for n in single.names())
+    # later rounds cover every image exactly once
+    assert ddp.rounds() == single.rounds() and sorted(ddp.read_round(ddp.current_round())) == sorted(ddp.names())

@@ -209,7 +209,7 @@ def test_augmented_runs_are_seeded_chunk_free_and_store_predictions_upright():
 
 
 def test_the_paper_scale_composes_with_the_papers_sizes(tmp_path):
-    cfg = compose_config("degeneration", tmp_path, ["study_scale=paper"])
+    cfg = compose_config("degeneration", tmp_path, ["scale=study_paper"])
     assert (cfg.network.width, cfg.network.depth, cfg.chunk_size) == (64, 4, 32)
     assert (cfg.dataset.crop_size, cfg.factors.frame_size, cfg.factors.runs) == (256, 256, 100)
     assert cfg.factors.intensity["values"] == [10, 50, 100, 200, 500]

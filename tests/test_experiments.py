@@ -14,13 +14,15 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import compose_config, tiny_train_overrides
-from irstd.cli import config_dir
-from irstd.cli.resolvers import milestones
-from irstd.cli.train import train
-from irstd.reproduce import AVERAGE, TABLES, load_jobs, summarize, table_command, write_results
+from irstd.config import config_root, milestones
+from irstd.results.reference import AVERAGE, TABLES
+from irstd.results.reproduce import load_jobs, summarize, table_command, write_results
+from irstd.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT_DIR = Path(config_dir()) / "experiment"
+# the console script installed beside the interpreter running the tests
+IRSTD_REPRODUCE = Path(sys.executable).parent / "irstd-reproduce"
+EXPERIMENT_DIR = config_root() / "experiment"
 # Table 3's fourteen DNA-Net experiments differ only in their label config: tests/test_pseudo_labels.py composes
 # them all and trains two
 EXPERIMENTS = sorted(str(path.relative_to(EXPERIMENT_DIR).with_suffix("")) for path in EXPERIMENT_DIR.rglob("*.yaml")
@@ -59,11 +61,11 @@ def test_experiment_trains_a_step_at_smoke_scale(experiment, tiny_dataset, tmp_p
     cfg = compose_config("train", tmp_path / "run", [
         f"experiment={experiment}", "scale=smoke", *tiny_data_overrides(tiny_dataset), "data.batch_size=2",
         "+trainer.fast_dev_run=1"])
-    assert cfg.trainer.accelerator == "cpu" and cfg.data.num_workers == 0
+    assert cfg.trainer.accelerator == "cpu" and cfg.data.loading.num_workers == 0
     if experiment in PAPER_EXPERIMENTS:
         backbone, label, lesps_on = expected_setting(experiment)
         assert (cfg.model.backbone.name, cfg.label.kind) == (backbone, label)
-        assert ("_target_" in cfg.lesps) == lesps_on
+        assert cfg.label_update._target_.endswith("LESPSCallback" if lesps_on else "FixedLabelsCallback")
         # the paper scores DNA-Net w/o LESPS at threshold 0.15 (Table 1, footnote 6)
         assert cfg.model.threshold == (0.15 if experiment.endswith("_fixed") else 0.5)
     metrics, objects = train(cfg)
@@ -77,12 +79,12 @@ def test_smoke_scale_without_overrides_is_small_and_decays_at_half_and_three_qua
     assert cfg.trainer.max_epochs == 20 and cfg.model.scheduler_interval == "epoch"
     assert list(cfg.model.scheduler.milestones) == [10, 15]
     # LESPS starts by epoch, early enough for rounds within the run
-    assert cfg.lesps.start == "epoch" and cfg.lesps.Tepoch < cfg.trainer.max_epochs
+    assert cfg.start.name == "epoch" and cfg.start.Tepoch < cfg.trainer.max_epochs
 
 
 @pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
 def test_paper_scale_composes_with_every_experiment(experiment, tmp_path):
-    if not (Path(config_dir()) / "data" / "sirst3.yaml").is_file():
+    if not (config_root() / "data" / "sirst3.yaml").is_file():
         pytest.skip("conf/data/sirst3.yaml (SIRST3, the paper's training set) is not there yet")
     cfg = compose_config("train", tmp_path / "run", [f"experiment={experiment}", "scale=paper"])
     assert cfg.data.split == "SIRST3" and cfg.trainer.accelerator == "gpu"
@@ -224,11 +226,25 @@ def test_table_command_sweeps_the_experiments_and_seeds(tmp_path):
     assert f"hydra.sweep.dir={tmp_path / 'sweep'}" in command
 
 
+def test_irstd_reproduce_collect_rewrites_the_table_of_finished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_table2(sweep)
+    result = subprocess.run([str(IRSTD_REPRODUCE), "table2", "--collect", str(sweep)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"results: {sweep / 'results.md'} (and results.csv beside it)" in result.stdout
+    assert "| ACM | full | synthetic | 2 | " in result.stdout
+    assert "| DNA-Net | coarse+ | synthetic | 2 | " in result.stdout
+    assert len((sweep / "results.csv").read_text().splitlines()) == 1 + 9
+    with pytest.raises(ValueError, match="unknown table 'table9'; known: table1, table2, table3"):
+        write_results(sweep, "table9", "smoke")
+
+
 @pytest.mark.slow
 def test_reproduce_script_runs_table1_and_writes_its_table(tiny_dataset, tmp_path):
     result = subprocess.run([
-        sys.executable, "scripts/reproduce.py", "table1", "--scale", "smoke", "--seeds", "2",
-        "--out-dir", str(tmp_path), *tiny_data_overrides(tiny_dataset), "lesps.Tepoch=0",
+        str(IRSTD_REPRODUCE), "table1", "--scale", "smoke", "--seeds", "2",
+        "--out-dir", str(tmp_path), *tiny_data_overrides(tiny_dataset), "start.Tepoch=0",
     ], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     results_md = next(tmp_path.glob("table1/smoke/*/results.md"))

@@ -11,12 +11,12 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import compose_config
-from irstd.cli.export import export
-from irstd.export import SIDE_MULTIPLE, export_metadata, export_model, read_metadata
+from irstd.inference.export import SIDE_MULTIPLE, export_metadata, export_model, read_metadata
+from irstd.inference.tasks import export
 from irstd.models import build_backbone
-from irstd.module import IRSTDModule
+from irstd.training.module import IRSTDModule
 
-# TorchScript is the format under test; torch's deprecation of torch.jit is noted in the README
+# TorchScript is the format under test; torch's deprecation of torch.jit is noted in docs/inference.md
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
 RELEASED_ACM = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "ACM_LESPS_centroid.pth.tar"

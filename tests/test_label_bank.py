@@ -144,7 +144,7 @@ def test_pruning_keeps_round0_current_and_previous(tmp_path: Path, keep: int) ->
 
 @pytest.mark.parametrize("keep", [1, 0, -3])
 def test_keep_below_two_is_rejected(tmp_path: Path, keep: int) -> None:
-    with pytest.raises(ValueError, match="label_bank.keep"):
+    with pytest.raises(ValueError, match=r"data\.bank_keep must be null"):
         LabelBank(tmp_path / "bank", keep=keep)
 
 

@@ -10,9 +10,9 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import compose_config, tiny_train_overrides
-from irstd.cli.train import train
 from irstd.data.label_bank import LabelBank
 from irstd.lesps.callback import LESPSCallback
+from irstd.training.run import train
 
 
 def lesps_cfg(dataset, run_dir, *extra):
@@ -21,7 +21,7 @@ def lesps_cfg(dataset, run_dir, *extra):
 
 
 def test_start_rule_by_loss_then_every_f_epochs():
-    callback = LESPSCallback(Tloss=10, f=5)
+    callback = LESPSCallback(start={"name": "loss", "Tloss": 10}, f=5)
     fired = [epoch for epoch, loss in enumerate([30, 20, 12, 9, 15, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8])
              if callback.should_evolve(epoch, loss)]
     assert fired == [3, 4, 9, 14]  # the first epoch under Tloss, then (epoch + 1) % f == 0
@@ -29,19 +29,21 @@ def test_start_rule_by_loss_then_every_f_epochs():
 
 
 def test_start_rule_by_epoch():
-    callback = LESPSCallback(start="epoch", Tepoch=3, f=2)
+    callback = LESPSCallback(start={"name": "epoch", "Tepoch": 3}, f=2)
     fired = [epoch for epoch in range(8) if callback.should_evolve(epoch, float("inf"))]
     assert fired == [3, 5, 7]
 
 
-@pytest.mark.parametrize(("key", "value"), [("start", "never"), ("f", 0), ("Tb", 1.5), ("r", 0)])
-def test_bad_settings_name_the_key(key, value):
-    with pytest.raises(ValueError, match=f"lesps.{key}"):
+@pytest.mark.parametrize(("key", "value", "named"), [("start", {"name": "never"}, "start.name"),
+                                                      ("f", 0, "label_update.f"), ("Tb", 1.5, "label_update.Tb"),
+                                                      ("r", 0, "label_update.r")])
+def test_bad_settings_name_the_key(key, value, named):
+    with pytest.raises(ValueError, match=named):
         LESPSCallback(**{key: value})
 
 
 def test_labels_evolve_during_training(tiny_dataset, tmp_path):
-    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "lesps.Tloss=1e9", "lesps.f=1", "trainer.max_epochs=3")
+    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "start.Tloss=1e9", "label_update.f=1", "trainer.max_epochs=3")
     _, objects = train(cfg)
     run = Path(cfg.paths.output_dir)
     bank = LabelBank(run / "label_bank")
@@ -63,7 +65,7 @@ def test_labels_evolve_during_training(tiny_dataset, tmp_path):
 
 
 def test_points_stay_and_labels_change_only_near_targets(tiny_dataset, tmp_path):
-    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "lesps.Tloss=1e9", "lesps.f=1", "trainer.max_epochs=2")
+    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "start.Tloss=1e9", "label_update.f=1", "trainer.max_epochs=2")
     train(cfg)
     bank = LabelBank(Path(cfg.paths.output_dir) / "label_bank")
     for name in bank.names():
@@ -78,11 +80,11 @@ def test_points_stay_and_labels_change_only_near_targets(tiny_dataset, tmp_path)
 
 
 def test_resume_restores_the_lesps_state_and_the_round(tiny_dataset, tmp_path):
-    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "lesps.Tloss=1e9", "lesps.f=1", "trainer.max_epochs=3")
+    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "start.Tloss=1e9", "label_update.f=1", "trainer.max_epochs=3")
     train(cfg)
     first = Path(cfg.paths.output_dir)
     epoch_one = first / "checkpoints" / "epoch_001.ckpt"  # written after the round of epoch 1 (round 2)
-    resumed_cfg = lesps_cfg(tiny_dataset, tmp_path / "resumed", "lesps.Tloss=1e9", "lesps.f=1",
+    resumed_cfg = lesps_cfg(tiny_dataset, tmp_path / "resumed", "start.Tloss=1e9", "label_update.f=1",
                             "trainer.max_epochs=4", f"ckpt_path={epoch_one}")
     _, objects = train(resumed_cfg)
     callback = next(c for c in objects["trainer"].callbacks if isinstance(c, LESPSCallback))
@@ -97,10 +99,10 @@ def test_resume_restores_the_lesps_state_and_the_round(tiny_dataset, tmp_path):
 
 
 def test_warns_when_evolution_never_starts(tiny_dataset, tmp_path, caplog):
-    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "lesps.Tloss=0", "trainer.max_epochs=1")
+    cfg = lesps_cfg(tiny_dataset, tmp_path / "run", "start.Tloss=0", "trainer.max_epochs=1")
     with caplog.at_level(logging.WARNING):
         train(cfg)
-    assert "never evolved" in caplog.text and "Tloss=0" in caplog.text
+    assert "never updated" in caplog.text and "Tloss=0" in caplog.text
     assert LabelBank(Path(cfg.paths.output_dir) / "label_bank").rounds() == [0]
     GlobalHydra.instance().clear()
 
@@ -117,8 +119,8 @@ def test_lesps_off_keeps_the_point_labels(tiny_dataset, tmp_path):
 def test_evolving_in_chunks_gives_the_same_round(tiny_dataset, tmp_path):
     rounds = []
     for chunk in (1, 4):
-        cfg = lesps_cfg(tiny_dataset, tmp_path / f"chunk{chunk}", "lesps.Tloss=1e9", "trainer.max_epochs=1",
-                        f"lesps.evolve_chunk={chunk}")
+        cfg = lesps_cfg(tiny_dataset, tmp_path / f"chunk{chunk}", "start.Tloss=1e9", "trainer.max_epochs=1",
+                        f"label_update.evolve_chunk={chunk}")
         train(cfg)
         rounds.append(LabelBank(Path(cfg.paths.output_dir) / "label_bank").read_round(1))
         GlobalHydra.instance().clear()

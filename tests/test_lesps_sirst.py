@@ -1,6 +1,6 @@
 """Label evolution on the real SIRST data (slow: a few minutes on 2 CPU cores).
 
-A shorter version of the README's CPU run: a small U-Net trained from centroid points; the
+A shorter version of the CPU run in docs/lesps.md: a small U-Net trained from centroid points; the
 evolved labels must grow from the points towards the masks.
 """
 
@@ -11,7 +11,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import SIRST, compose_config, requires_sirst
-from irstd.cli.train import train
+from irstd.training.run import train
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ from irstd.cli.train import train
 def test_evolved_labels_grow_towards_the_masks(tmp_path):
     cfg = compose_config("train", tmp_path / "run", [
         "data=sirst", f"data.root={SIRST}", "label=centroid", "model=unet", "model.backbone.width=8",
-        "lesps=default", "lesps.start=epoch", "lesps.Tepoch=20", "lesps.f=3", "trainer=cpu",
+        "lesps=default", "start=epoch", "start.Tepoch=20", "label_update.f=3", "trainer=cpu",
         "trainer.max_epochs=36", "trainer.check_val_every_n_epoch=100", "trainer.enable_progress_bar=false",
         "data.progress=false", "test=false"])
     train(cfg)

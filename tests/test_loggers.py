@@ -19,11 +19,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from wandb.proto import wandb_internal_pb2
 
 from conftest import compose_config, tiny_train_overrides
-from irstd.cli.common import finish_loggers, instantiate_group
-from irstd.cli.loggers import WANDB_RUN_ID_KEY, resume_wandb_run, wandb_mode
-from irstd.cli.train import train
+from irstd.training.loggers import WANDB_RUN_ID_KEY, finish_loggers, instantiate_group, resume_wandb_run, wandb_mode
+from irstd.training.run import train
 
-LESPS_EVERY_EPOCH = ["lesps.start=epoch", "lesps.Tepoch=0", "lesps.f=1"]
+LESPS_EVERY_EPOCH = ["start=epoch", "start.Tepoch=0", "label_update.f=1"]
 CREDENTIAL_VARIABLES = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL", "NETRC")
 
 
@@ -100,7 +99,7 @@ def test_wandb_runs_offline_with_the_scalars_config_and_panels(dashboard_run):
     assert (run.display_name, run.job_type, run.run_group, run.project) == ("train-run", "train", "", "irstd")
     config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config"
               for item in r.config.update}
-    assert config["lesps"]["f"] == 1 and config["label"]["kind"] == "centroid"
+    assert config["label_update"]["f"] == 1 and config["label"]["kind"] == "centroid"
     assert "${" not in json.dumps(config) and "hydra" not in config
 
     panels = [row for row in history if "lesps/panel/filenames" in row]

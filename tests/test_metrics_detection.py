@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from irstd.components import _find_components_torch, find_components
 from irstd.metrics import DetectionROC, TargetDetection
 from irstd.metrics.reference import reference_pd_fa
+from irstd.ops.components import _find_components_torch, find_components
 
 
 def detect(pred: np.ndarray, truth: np.ndarray, valid_hw=None, **kwargs) -> dict:
@@ -131,7 +131,7 @@ def test_roc_curves_are_monotone_and_agree_with_the_point_metric():
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_device_labeller_numbers_components_like_scipy(seed):
-    from irstd.components import _scipy_labels, _union_find_labels
+    from irstd.ops.components import _scipy_labels, _union_find_labels
 
     generator = torch.Generator().manual_seed(seed)
     mask = torch.rand(3, 20, 17, generator=generator) > 0.7

@@ -39,7 +39,7 @@ def test_unet_width_scales_parameters():
 def test_a_registered_backbone_is_built_by_name(monkeypatch):
     import irstd.models
 
-    monkeypatch.setattr(irstd.models, "_REGISTRY", dict(irstd.models._REGISTRY))
+    monkeypatch.setattr(irstd.models.BACKBONES, "_entries", dict(irstd.models.BACKBONES._entries))
     register_backbone("tiny_unet", "irstd.models.unet:UNet")
     assert "tiny_unet" in available_backbones()
     net = build_backbone("tiny_unet", width=2, depth=1)

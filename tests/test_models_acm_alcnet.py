@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import SIRST, requires_sirst
-from irstd.cli import config_dir
+from irstd.config import config_root
 from irstd.models import build_backbone
 from irstd.models.weights import load_official_weights
 
@@ -55,7 +55,7 @@ def test_alcnet_keeps_its_two_unused_stages():
 
 @pytest.mark.parametrize("name", sorted(RELEASES))
 def test_shipped_model_config_builds_the_released_network(name):
-    config = OmegaConf.load(Path(config_dir()) / "model" / f"{name}.yaml")
+    config = OmegaConf.load(config_root() / "model" / f"{name}.yaml")
     backbone = OmegaConf.to_container(config.backbone)
     assert backbone["name"] == name
     assert count_parameters(build_backbone(**backbone)) == RELEASES[name][1]

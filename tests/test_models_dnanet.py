@@ -1,11 +1,10 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from irstd.cli import config_dir
+from irstd.config import config_root
 from irstd.models import build_backbone
 
 REFERENCE_PARAMETERS = 4_696_568
@@ -75,7 +74,7 @@ def test_parameters_and_state_dict_match_the_released_model(released):
 
 
 def test_shipped_config_builds_the_released_model():
-    cfg = OmegaConf.load(Path(config_dir()) / "model" / "dnanet.yaml")
+    cfg = OmegaConf.load(config_root() / "model" / "dnanet.yaml")
     net = build_backbone(**OmegaConf.to_container(cfg.backbone))
     assert sum(p.numel() for p in net.parameters()) == REFERENCE_PARAMETERS
 

@@ -16,12 +16,11 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from conftest import SIRST, compose_config, requires_sirst, tiny_train_overrides
-from irstd.cli.eval import evaluate
-from irstd.cli.predict import predict
-from irstd.cli.train import train
-from irstd.components import find_components
-from irstd.evaluation import RESULT_KEYS
-from irstd.predict import DETECTION_COLUMNS, BadInputError, predict_images
+from irstd.inference.evaluation import RESULT_KEYS
+from irstd.inference.predict import DETECTION_COLUMNS, BadInputError, predict_images
+from irstd.inference.tasks import evaluate, predict
+from irstd.ops.components import find_components
+from irstd.training.run import train
 
 ACM_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "ACM_LESPS_centroid.pth.tar"
 SIRST3_NORMALIZATION = ["data.mean=95.010", "data.std=41.511"]
@@ -233,7 +232,7 @@ def test_predicted_masks_score_what_eval_scores_on_sirst(tmp_path):
     assert summary["images_done"] == 20 and summary["images_skipped"] == 0
     records = check_detection_table(output, summary)
 
-    data = ["data=sirst", f"data.root={root}", "data.split=sub", "data.num_workers=0", "data.progress=false",
+    data = ["data=sirst", f"data.root={root}", "data.split=sub", "data.loading.num_workers=0", "data.progress=false",
             "device=cpu", "roc=false"]
     scores = {}
     for source, overrides in {"model": ["model=acm", f"model.weights={ACM_WEIGHTS}", *SIRST3_NORMALIZATION],

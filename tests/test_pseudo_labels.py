@@ -1,6 +1,5 @@
 """Fixed pseudo labels from point labels (the paper's Table 3 baselines): generation, label kinds, experiments."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,15 +9,16 @@ from hydra.core.global_hydra import GlobalHydra
 import irstd.classic
 from conftest import compose_config, tiny_train_overrides
 from irstd.classic.base import ClassicDetector, mean_std_threshold
-from irstd.cli import config_dir
-from irstd.cli.train import train
+from irstd.config import config_root
 from irstd.data.datamodule import IRSTDDataModule
 from irstd.data.points import label_targets, map_to_points, points_to_map
-from irstd.data.pseudo_labels import PseudoLabeler, keep_point_regions, pseudo_source, threshold_detections
+from irstd.data.pseudo_labels import PseudoLabeler, keep_point_regions, threshold_detections
 from irstd.data.sources import decode_image
-from irstd.reproduce import TABLES, load_jobs, summarize, write_results
+from irstd.results.reference import TABLES
+from irstd.results.reproduce import load_jobs, summarize, write_results
+from irstd.training.run import train
 
-TABLE3_DIR = Path(config_dir()) / "experiment" / "table3"
+TABLE3_DIR = config_root() / "experiment" / "table3"
 TABLE3 = sorted(f"table3/{path.stem}" for path in TABLE3_DIR.glob("*.yaml"))
 DETECTORS = ("rlcm", "tllcm", "mslcm", "mspcm")
 
@@ -42,9 +42,9 @@ class BrightPixels(ClassicDetector):
 @pytest.fixture
 def fake_detectors(monkeypatch):
     """Every detector of Table 3 built as `BrightPixels` (the real ones are tested in their own module)."""
-    registry = dict(irstd.classic._REGISTRY)
+    registry = dict(irstd.classic.DETECTORS._entries)
     registry.update({name: f"{__name__}:BrightPixels" for name in DETECTORS})
-    monkeypatch.setattr(irstd.classic, "_REGISTRY", registry)
+    monkeypatch.setattr(irstd.classic.DETECTORS, "_entries", registry)
 
 
 def gaussian(shape, center, sigma, amplitude):
@@ -82,11 +82,11 @@ def test_threshold_window_is_local_and_a_flat_window_detects_nothing():
     far = threshold_detections(image, np.array([[60, 60]]), 0.5)
     assert not far[:40, :40].any()
     assert not threshold_detections(np.full((16, 16), 7.0), np.array([[8, 8]]), 0.3).any()
-    with pytest.raises(ValueError, match="label.threshold"):
+    with pytest.raises(ValueError, match="label_init.threshold"):
         PseudoLabeler("threshold", 1.5)
-    with pytest.raises(ValueError, match="label.window"):
+    with pytest.raises(ValueError, match="label_init.window"):
         PseudoLabeler("threshold", 0.5, window=32)
-    with pytest.raises(ValueError, match="label.method"):
+    with pytest.raises(ValueError, match="label_init.method"):
         PseudoLabeler("otsu")
 
 
@@ -123,19 +123,13 @@ def test_detector_labels_keep_the_detections_that_hold_a_point(fake_detectors):
     assert not label[50, 50] and not label[20, 32]
 
 
-def test_the_source_must_be_a_point_label():
-    assert pseudo_source({"source": "coarse"}) == "coarse"
-    for options in ({"source": "full"}, {}, None):
-        with pytest.raises(ValueError, match="label.source"):
-            pseudo_source(options)
-
-
 @pytest.mark.parametrize("source", ["centroid", "coarse"])
 def test_round_zero_holds_pseudo_labels_grown_from_the_source_points(source, tiny_dataset, tmp_path):
-    options = {"kind": "pseudo", "seed": 0, "source": source, "method": "threshold", "threshold": 0.5, "window": 33}
-    datamodule = IRSTDDataModule(root=str(tiny_dataset), split="synthetic", label="pseudo", label_options=options,
+    initialiser = PseudoLabeler(method="threshold", threshold=0.5, window=33)
+    datamodule = IRSTDDataModule(root=str(tiny_dataset), split="synthetic", label=source,
+                                 label_options={"kind": source, "seed": 0}, label_init=initialiser,
                                  bank_dir=str(tmp_path / "bank"), stats_file=str(tmp_path / "stats.json"),
-                                 patch_size=32, num_workers=0, progress=False)
+                                 patch_size=32, loading={"num_workers": 0}, progress=False)
     datamodule.setup("fit")
     grown = 0
     for sample in datamodule.train_scan.samples:
@@ -149,14 +143,14 @@ def test_round_zero_holds_pseudo_labels_grown_from_the_source_points(source, tin
         grown += int((label > 0).sum() - points.sum())
         assert (label > 0)[mask].any()
     assert grown > 0
-    assert datamodule.bank.round_meta(0)["label"] == "pseudo"
+    assert datamodule.bank.round_meta(0)["label_init"] == "pseudo"
 
 
-def test_label_pseudo_composes_and_trains_a_step(tiny_dataset, tmp_path):
+def test_label_init_pseudo_composes_and_trains_a_step(tiny_dataset, tmp_path):
     cfg = compose_config("train", tmp_path / "run", [
-        *tiny_train_overrides(tiny_dataset, label="pseudo"), "label.source=coarse", "label.threshold=0.3",
+        *tiny_train_overrides(tiny_dataset, label="coarse"), "label_init=pseudo", "label_init.threshold=0.3",
         "+trainer.fast_dev_run=1"])
-    assert cfg.data.label == "pseudo" and cfg.data.label_options.source == "coarse"
+    assert cfg.data.label == "coarse" and cfg.data.label_init.threshold == 0.3
     metrics, _ = train(cfg)
     assert np.isfinite(metrics["train/loss_step"])
 
@@ -171,12 +165,13 @@ def test_every_table3_row_has_its_experiment_file():
 def test_table3_experiment_composes(experiment, tiny_dataset, tmp_path):
     method, source = experiment.removeprefix("table3/").split("_")
     cfg = compose_config("train", tmp_path / "run", [f"experiment={experiment}", "scale=smoke"])
-    assert (cfg.model.backbone.name, cfg.label.kind, cfg.label.source) == ("dnanet", "pseudo", source)
-    assert "_target_" not in cfg.lesps and cfg.data.label_options.source == source
+    assert (cfg.model.backbone.name, cfg.label.kind) == ("dnanet", source)
+    assert cfg.label_init._target_.endswith("PseudoLabeler")
+    assert cfg.label_update._target_.endswith("FixedLabelsCallback")
     if method.startswith("threshold"):
-        assert cfg.label.method == "threshold" and cfg.label.threshold == float(f"0.{method[-1]}")
+        assert cfg.label_init.method == "threshold" and cfg.label_init.threshold == float(f"0.{method[-1]}")
     else:
-        assert cfg.label.method == method
+        assert cfg.label_init.method == method
 
 
 @pytest.mark.parametrize("experiment", ["table3/threshold05_centroid", "table3/tllcm_coarse"])

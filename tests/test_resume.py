@@ -24,7 +24,7 @@ MAX_EPOCHS = 10
 def overrides(data_root: Path, run_dir: Path) -> list[str]:
     """LESPS rounds at epochs 1, 3, 5, 7, 9; the LR drops at epochs 4 and 8; deterministic kernels."""
     return [*tiny_train_overrides(data_root, label="centroid", lesps="default"),
-            "lesps.start=epoch", "lesps.Tepoch=1", "lesps.f=2", f"trainer.max_epochs={MAX_EPOCHS}",
+            "start=epoch", "start.Tepoch=1", "label_update.f=2", f"trainer.max_epochs={MAX_EPOCHS}",
             "trainer.check_val_every_n_epoch=5", "trainer.deterministic=true", "model.scheduler.milestones=[4,8]",
             f"hydra.run.dir={run_dir}"]
 

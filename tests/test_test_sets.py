@@ -16,12 +16,12 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DistributedSampler, SequentialSampler
 
 from conftest import compose_config, tiny_train_overrides
-from irstd.cli.train import train
 from irstd.data.build import SourceSpec, build_dataset
 from irstd.data.datamodule import IRSTDDataModule
 from irstd.data.points import target_stats
 from irstd.data.sources import DatasetError, decode_image
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
+from irstd.training.run import train
 
 RATES = ("iou", "niou", "pixacc", "pd", "fa")
 COUNTS = ("targets", "found", "false_targets")
@@ -43,14 +43,14 @@ def merged_overrides(root: Path, *extra: str) -> list[str]:
 
 
 def datamodule(root: Path, tmp_path: Path, **kwargs) -> IRSTDDataModule:
-    options = dict(root=str(root), split="synthetic", bank_dir=str(tmp_path / "bank"), eval_batch_size=2,
-                   stats_file=None, patch_size=32, num_workers=0, progress=False)
+    options = dict(root=str(root), split="synthetic", bank_dir=str(tmp_path / "bank"), stats_file=None,
+                   patch_size=32, loading={"eval_batch_size": 2, "num_workers": 0}, progress=False)
     return IRSTDDataModule(**(options | kwargs))
 
 
 def test_several_test_sets_are_reported_one_by_one_and_averaged(merged, tmp_path):
     # threshold 0: every pixel predicted, so IoU and PA are the target fractions, which differ between the sets
-    cfg = compose_config("train", tmp_path / "run", merged_overrides(merged, "data.test_sets=[A,B]",
+    cfg = compose_config("train", tmp_path / "run", merged_overrides(merged, "data.evaluation.test_sets=[A,B]",
                                                                      "model.threshold=0"))
     metrics, objects = train(cfg)
     GlobalHydra.instance().clear()
@@ -68,8 +68,8 @@ def test_several_test_sets_are_reported_one_by_one_and_averaged(merged, tmp_path
     # each set's figures are those of testing that set alone, where the keys are the plain ones
     trainer, model = objects["trainer"], objects["model"]
     for name in ("A", "B"):
-        single = datamodule(merged, tmp_path, split="M", test_sets=[name], mean=objects["datamodule"].mean,
-                            std=objects["datamodule"].std)
+        single = datamodule(merged, tmp_path, split="M", evaluation={"test_sets": [name]},
+                            mean=objects["datamodule"].mean, std=objects["datamodule"].std)
         [alone] = trainer.test(model, datamodule=single, verbose=False)
         assert sorted(alone) == sorted(f"test/{key}" for key in RATES + COUNTS)
         for key in RATES + COUNTS:
@@ -77,18 +77,18 @@ def test_several_test_sets_are_reported_one_by_one_and_averaged(merged, tmp_path
 
 
 def test_validation_monitors_all_test_sets_together(merged, tmp_path):
-    dm = datamodule(merged, tmp_path, split="M", test_sets=["A", "B"])
+    dm = datamodule(merged, tmp_path, split="M", evaluation={"test_sets": ["A", "B"]})
     dm.setup("fit")
     assert [len(loader.dataset) for loader in dm.test_dataloader()] == [2, 3]
     assert sorted(dm.val_dataloader().dataset.samples, key=lambda s: s.name) == sorted(
         dm.test_scans["A"].samples + dm.test_scans["B"].samples, key=lambda s: s.name)
-    with pytest.raises(Exception, match="data.test_sets"):
+    with pytest.raises(Exception, match=r"data\.evaluation\.test_sets"):
         assert dm.test_scan  # irstd-eval scores one split
 
 
 def test_val_fraction_holds_training_images_out(tiny_dataset, tmp_path):
     train_names = (tiny_dataset / "img_idx" / "train_synthetic.txt").read_text().split()
-    dm = datamodule(tiny_dataset, tmp_path / "a", val_fraction=0.34, val_seed=3)
+    dm = datamodule(tiny_dataset, tmp_path / "a", holdout={"fraction": 0.34, "seed": 3})
     dm.setup("fit")
     trained = [s.name for s in dm.train_scan.samples]
     held = [s.name for s in dm.val_scan.samples]
@@ -99,22 +99,22 @@ def test_val_fraction_holds_training_images_out(tiny_dataset, tmp_path):
     stats = [s.load_image() for s in dm.train_scan.samples]
     assert dm.mean == pytest.approx(sum(float(im.mean()) for im in stats) / 4, rel=1e-6)
 
-    again = datamodule(tiny_dataset, tmp_path / "b", val_fraction=0.34, val_seed=3)
+    again = datamodule(tiny_dataset, tmp_path / "b", holdout={"fraction": 0.34, "seed": 3})
     again.setup("fit")
     assert [s.name for s in again.val_scan.samples] == held
     choices = set()
     for seed in range(6):
-        other = datamodule(tiny_dataset, tmp_path / f"seed{seed}", val_fraction=0.34, val_seed=seed)
+        other = datamodule(tiny_dataset, tmp_path / f"seed{seed}", holdout={"fraction": 0.34, "seed": seed})
         other.setup("fit")
         choices.add(tuple(sorted(s.name for s in other.val_scan.samples)))
     assert len(choices) > 1
-    with pytest.raises(ValueError, match="data.val_fraction"):
-        datamodule(tiny_dataset, tmp_path, val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"data\.holdout\.fraction"):
+        datamodule(tiny_dataset, tmp_path, holdout={"fraction": 1.0})
 
 
 def test_select_best_needs_a_validation_split_carved_from_training(tiny_dataset, tmp_path):
     cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset) + ["select=best"])
-    with pytest.raises(ValueError, match=r"select=best.*data\.val_fraction"):
+    with pytest.raises(ValueError, match=r"select=best.*data\.holdout\.fraction"):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
     GlobalHydra.instance().clear()
@@ -124,7 +124,7 @@ def test_select_best_tests_the_best_validation_checkpoint(tiny_dataset, tmp_path
     # threshold 1: nothing is ever predicted, val/iou ties at 0, and a tie keeps the first epoch: the best
     # checkpoint is epoch 0's, not the last one
     cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset) + [
-        "select=best", "data.val_fraction=0.34", "model.threshold=1"])
+        "select=best", "data.holdout.fraction=0.34", "model.threshold=1"])
     metrics, objects = train(cfg)
     GlobalHydra.instance().clear()
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -162,7 +162,7 @@ def test_ddp_test_counts_every_image_once(merged, tmp_path):
     """2 CPU ranks over test sets of 2 and 3 images: a padding sampler would score one image of B twice."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    args = merged_overrides(merged, "data.test_sets=[A,B]", "model.threshold=0", "trainer=ddp_cpu",
+    args = merged_overrides(merged, "data.evaluation.test_sets=[A,B]", "model.threshold=0", "trainer=ddp_cpu",
                             "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
     result = subprocess.run([sys.executable, "-m", "irstd.cli.train", *args], cwd=tmp_path, timeout=300,
                             env=env | {"IRSTD_ROOT": str(tmp_path)}, capture_output=True, text=True)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from irstd.tiling import predict_tiled, tile_starts
+from irstd.ops.tiling import predict_tiled, tile_starts
 
 
 def local_filter(image: torch.Tensor) -> torch.Tensor:
@@ -31,7 +31,7 @@ def test_tiled_matches_full_frame_away_from_tile_borders_and_finds_straddling_ta
     tiled = predict_tiled(local_filter, image, tile=128, overlap=32)
     # the receptive field is 5 px: with 32 px of overlap the feathered blend equals the full-frame output
     assert torch.allclose(tiled, full, atol=1e-5)
-    from irstd.components import find_components
+    from irstd.ops.components import find_components
 
     assert find_components(tiled > 0.5).counts.tolist() == [1]
 
@@ -54,7 +54,7 @@ def test_bad_tile_settings_are_rejected(tile, overlap):
 
 
 def test_model_predictor_tiles_only_large_frames():
-    from irstd.evaluation import model_predictor
+    from irstd.inference.evaluation import model_predictor
 
     seen = []
 

@@ -12,10 +12,10 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import SIRST, compose_config, requires_sirst, tiny_train_overrides
-from irstd.cli.eval import evaluate
-from irstd.cli.train import train
 from irstd.data.label_bank import LabelBank
 from irstd.data.sources import DatasetError
+from irstd.inference.tasks import evaluate
+from irstd.training.run import train
 
 
 def test_train_two_epochs_writes_the_run_directory(train_cfg):
@@ -85,7 +85,7 @@ def test_eval_reproduces_the_test_metrics_of_training(train_cfg, tiny_dataset, t
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("data.size_mismatch=stretch", "data.size_mismatch"),
+    ("data.policies.size_mismatch=stretch", "data.policies.size_mismatch"),
     ("model.backbone.name=resnet", "model.backbone.name"),
     ("data.std=-1", "data.std"),
     ("data.patch_size=33", "data.patch_size"),
@@ -121,7 +121,7 @@ def test_cli_trains_on_sirst_with_centroid_labels(tmp_path):
     result = run_cli([
         "data=sirst", f"data.root={SIRST}", "label=centroid", "trainer=cpu", "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
-        "trainer.check_val_every_n_epoch=1", "data.batch_size=2", "data.patch_size=64", "data.num_workers=0",
+        "trainer.check_val_every_n_epoch=1", "data.batch_size=2", "data.patch_size=64", "data.loading.num_workers=0",
         "model.backbone.width=4", f"hydra.run.dir={tmp_path / 'run'}",
     ], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from irstd.fsutil import atomic_write
+from irstd.utils.files import atomic_write
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -7,12 +7,10 @@ method's documented threshold rule and returns a boolean mask of the same shape;
 
 from __future__ import annotations
 
-import importlib
-
 from irstd.classic.base import ClassicDetector
+from irstd.registry import Registry
 
-# name -> "module:Class"; modules are imported only when their detector is built.
-_REGISTRY: dict[str, str] = {
+DETECTORS = Registry("classic detector", "detector.name", {
     "tophat": "irstd.classic.filters:TopHat",
     "maxmedian": "irstd.classic.filters:MaxMedian",
     "rlcm": "irstd.classic.local_contrast:RLCM",
@@ -22,20 +20,13 @@ _REGISTRY: dict[str, str] = {
     "wslcm": "irstd.classic.local_contrast:WSLCM",
     "ipi": "irstd.classic.low_rank:IPI",
     "pstnn": "irstd.classic.low_rank:PSTNN",
-}
+})
 
 
 def available_detectors() -> list[str]:
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def build_detector(name: str, **kwargs) -> ClassicDetector:
     """Instantiate the detector registered under `name` with its keyword arguments (its paper's defaults)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"classic detector {name!r} is not known; choose one of {available_detectors()}")
-    module_name, class_name = _REGISTRY[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise TypeError(f"classic detector {name}: {err}") from err
+    return DETECTORS.build(name, **kwargs)

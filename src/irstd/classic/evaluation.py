@@ -1,4 +1,4 @@
-"""A training-free detector behind the interface `irstd-eval` scores networks through (`model=tophat` etc.).
+"""A training-free detector behind the interface `irstd-eval` scores networks through (`detector=tophat` etc.).
 
 The detectors work in native intensity units and apply their own threshold rule, so the wrapper undoes the
 normalisation of the evaluation batches and returns the binary detection as 0/1 "probabilities": eval's 0.5
@@ -27,7 +27,7 @@ class ClassicModel(nn.Module):
 
     @classmethod
     def from_config(cls, classic: Mapping[str, Any], mean: float = 0.0, std: float = 1.0) -> ClassicModel:
-        """From `model.classic`: the registry name under `name`, the detector's keyword arguments beside it."""
+        """From the `detector` config: the registry name under `name`, the detector's keyword arguments beside it."""
         params = dict(classic)
         return cls(build_detector(params.pop("name"), **params), mean, std)
 

@@ -13,7 +13,7 @@ from PIL import Image
 from irstd.data import points as pts
 from irstd.data.report import dataset_report, split_files
 from irstd.data.sources import MISMATCH_POLICIES, DatasetError, scan_split
-from irstd.fsutil import atomic_write
+from irstd.utils.files import atomic_write
 
 
 def check(args: argparse.Namespace) -> int:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from irstd.cli import config_dir
-from irstd.cli.common import log, resolve_device, save_resolved_config
+from irstd.config import CONFIG_PATH
 from irstd.degeneration.study import run_study
+from irstd.training.run_dir import save_resolved_config
+from irstd.utils.device import resolve_device
+
+log = logging.getLogger("irstd")
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="degeneration")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="degeneration")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
     try:

@@ -29,7 +29,6 @@ leaves no partial OUT.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ from irstd.data.sources import (
     read_split_file,
     scan_split,
 )
-from irstd.fsutil import fsync_dir
+from irstd.utils.files import fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +198,7 @@ def _write(tmp: Path, name: str, sources: Sequence[SourceSpec], scans: dict[str,
                 target = f"{folder}/{new}{path.suffix}"
                 transfers[_place(path, tmp / target, copy)] += 1
                 files[target] = {"source": spec.name, "from": path.relative_to(spec.root).as_posix(),
-                                 "sha256": _sha256(tmp / target)}
+                                 "sha256": sha256_file(tmp / target)}
         own = {f"train_{spec.name}": [mapping[s.image.stem] for s in train],
                f"test_{spec.name}": [mapping[s.image.stem] for s in test]}
         splits.update(own)
@@ -211,7 +210,7 @@ def _write(tmp: Path, name: str, sources: Sequence[SourceSpec], scans: dict[str,
             "name": spec.name, "root": str(spec.root.absolute()),
             "train_split": spec.train_split, "test_split": spec.test_split,
             "train_images": len(train), "test_images": len(test),
-            "split_files": {p.name: {"sha256": _sha256(p), "listed": len(read_split_file(p))} for p in split_files},
+            "split_files": {p.name: {"sha256": sha256_file(p), "listed": len(read_split_file(p))} for p in split_files},
             "renamed": {stem: new for stem, new in mapping.items() if stem != new},
         })
 
@@ -229,7 +228,7 @@ def _write(tmp: Path, name: str, sources: Sequence[SourceSpec], scans: dict[str,
         "naming": "names kept when unique across sources (case-insensitive); a name shared by several "
                   "sources becomes <SOURCE>_<name> in each of them",
         "sources": described,
-        "splits": {split: {"images": len(listed), "sha256": _sha256(tmp / "img_idx" / f"{split}.txt")}
+        "splits": {split: {"images": len(listed), "sha256": sha256_file(tmp / "img_idx" / f"{split}.txt")}
                    for split, listed in splits.items()},
         "folders": folders,
         "transfers": transfers,
@@ -285,13 +284,6 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     if old is not None:
         shutil.rmtree(old)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _progress(items: list, enabled: bool, desc: str) -> Iterable:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from irstd.fsutil import atomic_write, write_text_atomic
+from irstd.utils.files import atomic_write, sha256_file, write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -87,13 +87,6 @@ def _corrupt_message(path: Path, problem: str) -> str:
     )
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _format_names(names: list[str], limit: int = 10) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
@@ -136,7 +129,7 @@ class LabelBank:
         """
         if keep is not None and keep < 2:
             raise ValueError(
-                f"label_bank.keep must be None (keep all rounds) or >= 2, got {keep}: the current round "
+                f"data.bank_keep must be null (keep all rounds) or >= 2, got {keep}: the current round "
                 f"and the one before it are always kept so readers of the previous round stay safe"
             )
         self._root = Path(root)
@@ -404,7 +397,7 @@ class LabelBank:
             np.savez_compressed(handle, **{_array_key(i): labels[n] for i, n in enumerate(names)})
         entry = {
             "file": file_name,
-            "sha256": _sha256_file(path),
+            "sha256": sha256_file(path),
             "names": list(names),
             "shapes": [list(labels[n].shape) for n in names],
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from irstd.ops.components import EIGHT_CONNECTED
+
 __all__ = [
     "TargetInfo",
     "XmlPoints",
@@ -37,7 +39,6 @@ __all__ = [
     "target_stats",
 ]
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def label_targets(mask: np.ndarray) -> tuple[np.ndarray, int]:
     Returns an int32 label image (0 = background, targets 1..N) and N.
     """
     binary = _check_2d(mask, "mask") > 0
-    labels, count = ndi.label(binary, structure=_EIGHT_CONNECTED, output=np.int32)
+    labels, count = ndi.label(binary, structure=EIGHT_CONNECTED, output=np.int32)
     return labels, int(count)
 
 

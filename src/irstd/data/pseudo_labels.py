@@ -27,17 +27,7 @@ import torch
 from irstd.data import points as pts
 
 PSEUDO_METHODS = ("threshold", "rlcm", "tllcm", "mslcm", "mspcm")
-# label kinds that give one point per target, the seeds of the pseudo labels
-POINT_SOURCES = ("centroid", "coarse", "xml", "centroid_png", "coarse_png")
 DEFAULT_WINDOW = 33
-
-
-def pseudo_source(options: dict | None) -> str:
-    """The point-label kind (`label.source`) that the pseudo labels of `label=pseudo` grow from."""
-    source = (options or {}).get("source")
-    if source not in POINT_SOURCES:
-        raise ValueError(f"label=pseudo needs label.source, one of {POINT_SOURCES}; got {source!r}")
-    return source
 
 
 def keep_point_regions(detections: np.ndarray, point_map: np.ndarray) -> np.ndarray:
@@ -51,9 +41,9 @@ def keep_point_regions(detections: np.ndarray, point_map: np.ndarray) -> np.ndar
 
 def _check_threshold(threshold: float, window: int) -> None:
     if not 0 < threshold <= 1:
-        raise ValueError(f"label.threshold must be in (0, 1], got {threshold}")
+        raise ValueError(f"label_init.threshold must be in (0, 1], got {threshold}")
     if window < 1 or window % 2 == 0:
-        raise ValueError(f"label.window must be a positive odd number of pixels, got {window}")
+        raise ValueError(f"label_init.window must be a positive odd number of pixels, got {window}")
 
 
 def threshold_detections(image: np.ndarray, points: np.ndarray, threshold: float,
@@ -77,11 +67,16 @@ def threshold_detections(image: np.ndarray, points: np.ndarray, threshold: float
 
 
 class PseudoLabeler:
-    """Turns (image, point map) into a fixed pseudo label with one method; the detector is built once."""
+    """Turns (image, point map) into a fixed pseudo label with one method; the detector is built once.
+
+    The `label_init=pseudo` round-0 initialiser: the points come from the `label` group (centroid, coarse, ...).
+    """
+
+    name = "pseudo"
 
     def __init__(self, method: str = "threshold", threshold: float = 0.5, window: int = DEFAULT_WINDOW):
         if method not in PSEUDO_METHODS:
-            raise ValueError(f"label.method must be one of {PSEUDO_METHODS}, got {method!r}")
+            raise ValueError(f"label_init.method must be one of {PSEUDO_METHODS}, got {method!r}")
         self.method, self.threshold, self.window = method, float(threshold), int(window)
         if method == "threshold":
             _check_threshold(self.threshold, self.window)
@@ -90,13 +85,6 @@ class PseudoLabeler:
             from irstd.classic import build_detector
 
             self.detector = build_detector(method)
-
-    @classmethod
-    def from_options(cls, options: dict | None) -> PseudoLabeler:
-        """From the `label` config of `label=pseudo` (method, threshold, window)."""
-        options = dict(options or {})
-        return cls(options.get("method", "threshold"), options.get("threshold", 0.5),
-                   options.get("window", DEFAULT_WINDOW))
 
     def detections(self, image: np.ndarray, point_map: np.ndarray) -> np.ndarray:
         """The method's binary detections over the image (before the point regions are picked)."""
@@ -113,3 +101,7 @@ class PseudoLabeler:
         if image.shape != point_map.shape:
             raise ValueError(f"image is {image.shape} but its point map is {point_map.shape}")
         return keep_point_regions(self.detections(image, point_map), point_map).astype(np.float32)
+
+    def initialise(self, images: list[np.ndarray], points: list[np.ndarray]) -> list[np.ndarray]:
+        """Round-0 labels of a list of images (the `label_init` interface), one image at a time."""
+        return [self(image, point_map) for image, point_map in zip(images, points, strict=True)]

@@ -35,6 +35,8 @@ LABEL_KINDS = ("full", "centroid", "coarse", "xml", "centroid_png", "coarse_png"
 POINT_PNG_FOLDERS = {"centroid_png": "masks_centroid", "coarse_png": "masks_coarse"}
 # PIL modes that already hold one channel of integers or floats wider than 8 bits.
 _WIDE_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
+# what PIL raises on a corrupt, truncated, unknown or oversized image file
+DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError)
 
 
 class DatasetError(ValueError):
@@ -103,19 +105,19 @@ def mismatch_action(image_hw: tuple[int, int], mask_hw: tuple[int, int], policy:
     if tuple(image_hw) == tuple(mask_hw):
         return "none"
     if policy not in MISMATCH_POLICIES:
-        raise ValueError(f"data.size_mismatch must be one of {MISMATCH_POLICIES}, got {policy!r}")
+        raise ValueError(f"data.policies.size_mismatch must be one of {MISMATCH_POLICIES}, got {policy!r}")
     described = f"mask is {mask_hw[1]}x{mask_hw[0]} but image is {image_hw[1]}x{image_hw[0]} (WxH)"
     if policy == "skip":
         return "skip"
     if policy == "error":
-        raise ValueError(f"{described}; data.size_mismatch=error")
+        raise ValueError(f"{described}; data.policies.size_mismatch=error")
     image_aspect = image_hw[1] / image_hw[0]
     mask_aspect = mask_hw[1] / mask_hw[0]
     if abs(mask_aspect / image_aspect - 1) > aspect_tolerance:
         raise ValueError(f"{described}: aspect ratios differ by more than {aspect_tolerance:.0%}, "
                          "so the mask cannot be mapped onto the image; fix or remove the file")
     if policy == "crop" and (mask_hw[0] < image_hw[0] or mask_hw[1] < image_hw[1]):
-        raise ValueError(f"{described}: data.size_mismatch=crop cannot crop a smaller mask")
+        raise ValueError(f"{described}: data.policies.size_mismatch=crop cannot crop a smaller mask")
     return policy
 
 
@@ -202,7 +204,7 @@ class SplitScan:
             more = f"\n  ... and {len(fatal) - 50} more" if len(fatal) > 50 else ""
             raise DatasetError(f"dataset {self.root} (split file {self.split_file.name}) has "
                                f"{len(fatal)} problem(s):\n  {listed}{more}\n"
-                               "Fix the files, or set data.bad_files=skip to leave them out.")
+                               "Fix the files, or set data.policies.bad_files=skip to leave them out.")
 
 
 def split_file_path(root: Path, stage: str, split: str) -> Path:
@@ -233,9 +235,9 @@ def scan_split(root: str | Path, stage: str, split: str, *, label: str | None = 
     """
     root = Path(root)
     if bad_files not in BAD_FILE_POLICIES:
-        raise ValueError(f"data.bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
+        raise ValueError(f"data.policies.bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
     if size_mismatch not in MISMATCH_POLICIES:
-        raise ValueError(f"data.size_mismatch must be one of {MISMATCH_POLICIES}, got {size_mismatch!r}")
+        raise ValueError(f"data.policies.size_mismatch must be one of {MISMATCH_POLICIES}, got {size_mismatch!r}")
     if label is not None and label not in LABEL_KINDS:
         raise ValueError(f"label must be one of {LABEL_KINDS}, got {label!r}")
     if not root.is_dir():
@@ -269,7 +271,7 @@ def scan_split(root: str | Path, stage: str, split: str, *, label: str | None = 
     if bad_files == "skip":
         skipped = scan.fatal
         scan.problems = [p for p in scan.problems if not p.fatal] + [
-            Problem(p.file, f"{p.message} (skipped: data.bad_files=skip)", fatal=False) for p in skipped]
+            Problem(p.file, f"{p.message} (skipped: data.policies.bad_files=skip)", fatal=False) for p in skipped]
     if not scan.samples and not scan.fatal:
         raise DatasetError(f"no usable image left in {split_file}")
     return scan
@@ -283,7 +285,7 @@ def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, mask
         return None
     try:
         image_hw, mode, array = _probe(image_path)
-    except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
+    except DECODE_ERRORS as err:
         scan.problems.append(Problem(str(image_path), f"cannot decode image: {err}"))
         return None
     sample = Sample(name=name, image=image_path, image_hw=image_hw, mode=mode)
@@ -299,19 +301,19 @@ def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, mask
             try:
                 mask_hw, _, _ = _probe(mask_path)
                 action = mismatch_action(image_hw, mask_hw, size_mismatch, aspect_tolerance)
-            except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
+            except DECODE_ERRORS as err:
                 scan.problems.append(Problem(str(mask_path), f"bad mask: {err}"))
                 return None
             if action == "skip":
                 scan.problems.append(Problem(str(mask_path), f"mask is {mask_hw[1]}x{mask_hw[0]}, image is "
-                                             f"{image_hw[1]}x{image_hw[0]}: skipped (data.size_mismatch=skip)",
+                                             f"{image_hw[1]}x{image_hw[0]}: skipped (data.policies.size_mismatch=skip)",
                                              fatal=False))
                 return None
             if action != "none":
                 done = {"resize": "resized", "crop": "cropped"}[action]
                 scan.problems.append(Problem(str(mask_path), f"mask is {mask_hw[1]}x{mask_hw[0]}, image is "
                                              f"{image_hw[1]}x{image_hw[0]} (WxH): mask {done} to the image "
-                                             f"(data.size_mismatch={size_mismatch})", fatal=False))
+                                             f"(data.policies.size_mismatch={size_mismatch})", fatal=False))
             sample.mask, sample.mask_hw, sample.mask_action = mask_path, mask_hw, action
 
     if label in POINT_PNG_FOLDERS:
@@ -322,7 +324,7 @@ def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, mask
             return None
         try:
             _probe(point_path)
-        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
+        except DECODE_ERRORS as err:
             scan.problems.append(Problem(str(point_path), f"cannot decode point labels: {err}"))
             return None
         sample.point_png = point_path

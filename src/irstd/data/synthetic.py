@@ -31,7 +31,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from irstd.fsutil import fsync_dir
+from irstd.ops.components import EIGHT_CONNECTED
+from irstd.utils.files import fsync_dir
 
 # Bump when the rendering changes, so that a dataset made by an older generator is not silently reused.
 GENERATOR_VERSION = 1
@@ -45,7 +46,6 @@ MIN_AMPLITUDE = 6.0
 # Placement tries per target before giving up on it (large targets in small images may not fit).
 MAX_PLACEMENT_TRIES = 100
 TARGET_KINDS = ("gaussian", "ellipse", "irregular")
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -300,7 +300,7 @@ def render_scene(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndar
                 continue
             # Guard for the one-component-per-target promise; irregular sub-blobs overlap enough that
             # it does not trigger with the current shape parameters.
-            if ndimage.label(footprint, structure=_EIGHT_CONNECTED)[1] != 1:
+            if ndimage.label(footprint, structure=EIGHT_CONNECTED)[1] != 1:
                 continue
             break
         else:
@@ -320,7 +320,7 @@ def render_scene(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndar
 
         signal[r0:r1, c0:c1] += amplitude * shape
         mask[r0:r1, c0:c1] |= footprint
-        blocked[r0:r1, c0:c1] |= ndimage.binary_dilation(footprint, _EIGHT_CONNECTED, iterations=MASK_GAP)
+        blocked[r0:r1, c0:c1] |= ndimage.binary_dilation(footprint, EIGHT_CONNECTED, iterations=MASK_GAP)
         targets.append(
             {
                 "row": round(float(row), 3),
@@ -495,7 +495,7 @@ def shaped_target(shape: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarra
         raise ValueError(f"shaped_target needs a 2-D mask, got shape {shape.shape}")
     if not peak > 0:
         raise ValueError(f"shaped_target needs peak > 0, got {peak}")
-    components = ndimage.label(shape, structure=_EIGHT_CONNECTED)[1]
+    components = ndimage.label(shape, structure=EIGHT_CONNECTED)[1]
     if components != 1:
         raise ValueError(f"shaped_target needs exactly one 8-connected component, got {components}")
     rows, cols = np.nonzero(shape)
@@ -513,7 +513,7 @@ def shaped_target(shape: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarra
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """Tight bool crop of the largest 8-connected component of a mask (the source of real target shapes)."""
-    labels, count = ndimage.label(np.asarray(mask) > 0, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(np.asarray(mask) > 0, structure=EIGHT_CONNECTED)
     if count == 0:
         raise ValueError("the mask holds no target")
     sizes = np.bincount(labels.ravel())[1:]
@@ -582,7 +582,7 @@ def real_background_crops(root: str | Path, count: int, size: int, rng: np.rando
             continue  # a mismatched pair cannot say where its targets are
         # A square structuring element: the default cross would grow a diamond, letting targets come within
         # ~3.5 px of a crop's corners diagonally.
-        blocked = (ndimage.binary_dilation(mask, _EIGHT_CONNECTED, iterations=_BACKGROUND_MARGIN)
+        blocked = (ndimage.binary_dilation(mask, EIGHT_CONNECTED, iterations=_BACKGROUND_MARGIN)
                    if mask.any() else mask)
         row, col = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
         if not blocked[row:row + size, col:col + size].any():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from irstd.degeneration.training import DegenerationCurves
-from irstd.fsutil import atomic_write, write_text_atomic
+from irstd.utils.files import atomic_write, write_text_atomic
 from irstd.viz import to_uint8
 
 # Fig. 2(b): images counted by their maximum IoU in [i, i + 0.1), the last bin closed at 1.

@@ -26,8 +26,8 @@ from irstd.degeneration.samples import (
     label_iou,
 )
 from irstd.degeneration.training import DegenerationCurves, train_many_sample, train_single_sample
-from irstd.fsutil import write_text_atomic
 from irstd.models import build_backbone
+from irstd.utils.files import write_text_atomic
 
 log = logging.getLogger("irstd")
 

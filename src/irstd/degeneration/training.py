@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from irstd.losses import focal_loss
+from irstd.models import final_output
 
 
 @dataclass
@@ -94,11 +95,6 @@ def positive_iou(prob: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor | N
     intersection = (positive & mask).flatten(1).sum(1)
     union = (positive | mask).flatten(1).sum(1)
     return intersection / union.clamp(min=1)
-
-
-def _logits(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    # Deep supervision returns one map per head in training; the last is the network's output.
-    return output[-1] if isinstance(output, (list, tuple)) else output
 
 
 def _supervision_loss(output: torch.Tensor | list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
@@ -213,7 +209,7 @@ def _train_stacked(networks: list[nn.Module], samples: StudySamples, index: torc
 
     def run_one(run_params, run_buffers, image, label):
         output = functional_call(template, (run_params, run_buffers), (image.unsqueeze(0),))
-        return _supervision_loss(output, label.unsqueeze(0)), _logits(output)[0]
+        return _supervision_loss(output, label.unsqueeze(0)), final_output(output)[0]
 
     step = vmap(run_one)
     optimizer = torch.optim.Adam(params.values(), lr=lr)
@@ -261,7 +257,7 @@ def train_many_sample(
             ops = None if draws is None else draws[epoch, index]
             batch = _augmented(samples.select(index), ops)
             output = network(batch.images)
-            logits = _logits(output)
+            logits = final_output(output)
             # Per-image loss of the output head, for the record; training uses the batch loss of every head.
             with torch.no_grad():
                 losses = vmap(focal_loss)(logits.unsqueeze(1), batch.labels.unsqueeze(1))

@@ -1,11 +1,14 @@
-"""When and where label evolution runs during training: the LESPSCallback."""
+"""When and where label updates run during training: the round machinery (`LabelUpdateCallback`), LESPS on it
+(`LESPSCallback`), and `FixedLabelsCallback` for runs whose labels stay as round 0 made them."""
 
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from irstd.data.label_bank import LabelBank
+from irstd.data.protocols import LabelSource
+from irstd.data.sources import Sample
 from irstd.data.transforms import pad_bottom_right
-from irstd.fsutil import atomic_write
+from irstd.labels.start import StartRule, build_start_rule
 from irstd.lesps.evolution import evolve_labels
 from irstd.losses import focal_loss
+from irstd.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +32,16 @@ ROUND_FIELDS = ("round", "epoch", "forward_s", "evolve_s", "labelled_pixels", "l
                 "loss_before", "loss_after", "label_pa_before", "label_iou_before")
 
 
-class LESPSCallback(pl.Callback):
-    """Evolve the training labels with the live model at the end of training epochs (Ying et al., CVPR 2023).
+class LabelUpdateCallback(pl.Callback):
+    """Update the training labels with the live model at the end of training epochs, in rounds.
 
-    Evolution starts at the first epoch whose mean training loss (the focal loss summed over deep-supervision
-    heads, averaged over the epoch's batches and ranks) is below `Tloss` (`start="loss"`, the released code)
-    or after `Tepoch` epochs (`start="epoch"`, the paper's initial-evolution epoch); it then runs whenever
-    `(epoch + 1) % f == 0`. A round predicts every training image whole (eval mode, no augmentation, no
-    gradient) on the model's device, evolves the labels there with `evolve_labels`, and commits the next
-    label-bank round, which the next epoch trains on. Under DDP each rank evolves its shard of the images,
-    rank 0 commits after a barrier, and every rank reads the new round.
+    Updates start at the epoch the start rule (`start`: a `irstd.labels.start` rule or its config, e.g.
+    `{"name": "loss", "Tloss": 10}`) fires on, asked once per epoch with the epoch's mean training loss (the
+    training loss averaged over the epoch's batches and ranks); they then run whenever `(epoch + 1) % f == 0`.
+    A round predicts every training image whole (eval mode, no augmentation, no gradient) on the model's
+    device, updates the labels there with the subclass's `update_labels`, and commits the next label-bank
+    round, which the next epoch trains on. Under DDP each rank updates its shard of the images, rank 0 commits
+    after a barrier, and every rank reads the new round.
 
     Per round it logs (to the loggers and `lesps_rounds.csv` in the run directory): time spent in the
     forward pass and in evolution, labelled pixels (>= 0.5), the PA and IoU of the evolved labels (>= 0.5)
@@ -43,28 +50,20 @@ class LESPSCallback(pl.Callback):
     update (round 0's point labels at the first round). A panel per round (`lesps/round_NNNN.png`)
     shows a fixed set of targets: image, ground truth, label, prediction.
 
-    The released code runs both its first-round and its every-f-epochs updates when the start epoch is also
-    a multiple of f; here an epoch evolves at most once.
+    Every epoch it also logs `labels/label_pa` and `labels/label_iou`: the current labels against the masks
+    (when the dataset has masks), so a run reports how good the labels it ended with are.
     """
 
-    def __init__(self, Tloss: float = 10.0, Tb: float = 0.5, k: float = 0.5, f: int = 5, r: float = 0.0015,
-                 window: int = 33, seed_box: int = 3, strict_false_alarm: bool = False, start: str = "loss",
-                 Tepoch: int = 50, batch_size: int | None = None, evolve_chunk: int = 16, panel_targets: int = 8,
-                 output_dir: str | None = None):
+    def __init__(self, start: StartRule | dict[str, Any] | None = None, f: int = 5, batch_size: int | None = None,
+                 evolve_chunk: int = 16, panel_targets: int = 8, output_dir: str | None = None):
         super().__init__()
-        if start not in ("loss", "epoch"):
-            raise ValueError(f"lesps.start must be 'loss' or 'epoch', got {start!r}")
         if f < 1:
-            raise ValueError(f"lesps.f must be >= 1 epoch, got {f}")
-        if not 0 <= Tb <= 1:
-            raise ValueError(f"lesps.Tb must lie in [0, 1], got {Tb}")
-        if r <= 0:
-            raise ValueError(f"lesps.r must be positive, got {r}")
-        self.Tloss, self.Tepoch, self.start, self.f = Tloss, Tepoch, start, f
-        self.evolution_args = dict(Tb=Tb, k=k, r=r, window=window, seed_box=seed_box,
-                                   strict_false_alarm=strict_false_alarm)
+            raise ValueError(f"label_update.f must be >= 1 epoch, got {f}")
         if evolve_chunk < 1:
-            raise ValueError(f"lesps.evolve_chunk must be >= 1 image, got {evolve_chunk}")
+            raise ValueError(f"label_update.evolve_chunk must be >= 1 image, got {evolve_chunk}")
+        self.start_rule = start if isinstance(start, StartRule) else build_start_rule(start or {"name": "loss"})
+        self.f = f
+        self.quality = LabelQuality()
         self.batch_size = batch_size
         self.evolve_chunk = evolve_chunk
         self.panel_targets = panel_targets
@@ -76,6 +75,18 @@ class LESPSCallback(pl.Callback):
         self.loss_history: list[float] = []
         self.panel_spots: list[tuple[str, int, int]] = []
         self._batch_losses: list[float] = []
+
+    # ---- the update rule, the subclass's --------------------------------------------------------
+    def update_labels(self, prob: torch.Tensor, label: torch.Tensor, valid_hw: torch.Tensor,
+                      names: Sequence[str]) -> torch.Tensor:
+        """The next labels of a padded batch (B x 1 x H x W probabilities and labels, B x 2 valid sizes, the
+        images' names)."""
+        raise NotImplementedError
+
+    def finish_round(self, trainer: pl.Trainer, evolved: dict[str, np.ndarray], epoch: int) -> dict[str, np.ndarray]:
+        """This rank's labels of the round, after every rank has updated its shard and before the commit; a rule
+        that decides across ranks (PAL's admissions) gathers here. Default: as they are."""
+        return evolved
 
     # ---- the start rule ----------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -90,14 +101,13 @@ class LESPSCallback(pl.Callback):
                              device=device)
         return float(trainer.strategy.reduce(local, reduce_op="mean"))
 
-    def should_evolve(self, epoch: int, epoch_loss: float) -> bool:
+    def should_evolve(self, epoch: int, epoch_loss: float, max_epochs: int | None = None) -> bool:
         """Apply the start rule, then the every-f-epochs rule; updates `started`/`start_epoch`."""
         if not self.started:
-            fire = epoch_loss < self.Tloss if self.start == "loss" else epoch + 1 > self.Tepoch
-            if fire:
+            if self.start_rule.fires(epoch, epoch_loss, max_epochs):
                 self.started, self.start_epoch = True, epoch
-                log.info("LESPS: label evolution starts at epoch %d (%s)", epoch, f"mean loss {epoch_loss:.4g} < "
-                         f"Tloss {self.Tloss}" if self.start == "loss" else f"after Tepoch {self.Tepoch}")
+                log.info("label updates start at epoch %d (%s; mean loss %.4g)", epoch, self.start_rule.describe(),
+                         epoch_loss)
                 return True
             return False
         return (epoch + 1) % self.f == 0
@@ -107,22 +117,23 @@ class LESPSCallback(pl.Callback):
         epoch_loss = self._epoch_loss(trainer, pl_module.device)
         self.loss_history.append(epoch_loss)
         pl_module.log("lesps/epoch_loss", epoch_loss, on_epoch=True, sync_dist=False)
-        if self.should_evolve(epoch, epoch_loss):
+        if self.should_evolve(epoch, epoch_loss, planned_epochs(trainer)):
             pl_module.log("lesps/start_epoch", float(self.start_epoch), on_epoch=True)
             self.evolve(trainer, pl_module, epoch)
+        self.quality.log(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.started:
             last = f"{self.loss_history[-1]:.4g}" if self.loss_history else "n/a"
-            rule = f"mean training loss never fell below Tloss={self.Tloss} (last epoch: {last})" \
-                if self.start == "loss" else f"training ended before Tepoch={self.Tepoch}"
-            log.warning("LESPS never evolved the labels: %s. The loss scale depends on the backbone and the "
-                        "dataset size: lower lesps.Tloss, use lesps.start=epoch, or train longer.", rule)
+            log.warning("the labels were never updated: the start rule (%s) never fired (last epoch's mean loss: "
+                        "%s). A loss threshold depends on the backbone, the loss and the dataset size: lower "
+                        "start.Tloss, use start=plateau or start=epoch, or train longer.",
+                        self.start_rule.describe(), last)
 
     # ---- one evolution round -----------------------------------------------------------------
     @torch.no_grad()
     def evolve(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
-        datamodule = trainer.datamodule
+        datamodule: LabelSource = trainer.datamodule
         bank = datamodule.bank
         rank, world = trainer.global_rank, trainer.world_size
         device = pl_module.device
@@ -130,6 +141,7 @@ class LESPSCallback(pl.Callback):
             # batch-norm statistics follow each rank's own last batches: evolve every shard with rank 0's
             _broadcast_buffers(pl_module)
         evolved, totals = self.evolve_samples(pl_module, datamodule, datamodule.train_scan.samples[rank::world])
+        evolved = self.finish_round(trainer, evolved, epoch)
         round_index = self._commit(trainer, bank, evolved, epoch)
         quality = trainer.strategy.reduce(totals.quality, reduce_op="sum")
         sums = trainer.strategy.reduce(torch.tensor([totals.loss_before, totals.loss_after, totals.forward_s,
@@ -149,8 +161,8 @@ class LESPSCallback(pl.Callback):
         self._write_panel(trainer, pl_module, round_index)
 
     @torch.no_grad()
-    def evolve_samples(self, pl_module: pl.LightningModule, datamodule, samples) -> tuple[dict[str, np.ndarray],
-                                                                                          _RoundTotals]:
+    def evolve_samples(self, pl_module: pl.LightningModule, datamodule: LabelSource,
+                       samples: Sequence[Sample]) -> tuple[dict[str, np.ndarray], _RoundTotals]:
         """The next labels of `samples` (a rank's shard) from the model's predictions; no files, no collectives."""
         was_training = pl_module.training
         pl_module.eval()
@@ -191,7 +203,7 @@ class LESPSCallback(pl.Callback):
         valid_hw = torch.tensor([item["label"].shape[-2:] for item in items], device=label.device)
         has_mask = torch.tensor([item["has_mask"] for item in items], device=label.device)
         start = _synchronized_time(label.device)
-        new_label = evolve_labels(torch.sigmoid(logits), label, valid_hw, **self.evolution_args)
+        new_label = self.update_labels(torch.sigmoid(logits), label, valid_hw, [item["name"] for item in items])
         totals.evolve_s += _synchronized_time(label.device) - start
         valid = _valid(valid_hw, label.shape)
         totals.loss_before += float(focal_loss(logits, label * valid))
@@ -201,7 +213,7 @@ class LESPSCallback(pl.Callback):
         return {item["name"]: new_label[i, 0, :h, :w].cpu().numpy()
                 for i, (item, (h, w)) in enumerate(zip(items, valid_hw.tolist(), strict=True))}
 
-    def _commit(self, trainer: pl.Trainer, bank, evolved: dict[str, np.ndarray], epoch: int) -> int:
+    def _commit(self, trainer: pl.Trainer, bank: LabelBank, evolved: dict[str, np.ndarray], epoch: int) -> int:
         """Gather every rank's shard through files beside the bank, then rank 0 commits the whole round."""
         if trainer.world_size == 1:
             return bank.commit(evolved, meta={"epoch": epoch})
@@ -244,7 +256,7 @@ class LESPSCallback(pl.Callback):
     def _write_panel(self, trainer: pl.Trainer, pl_module: pl.LightningModule, round_index: int) -> None:
         from irstd.viz import evolution_panel, log_image, save_png
 
-        datamodule = trainer.datamodule
+        datamodule: LabelSource = trainer.datamodule
         if not self.panel_spots:
             self.panel_spots = _pick_panel_spots(datamodule, self.panel_targets)
         if not self.panel_spots:
@@ -276,14 +288,96 @@ class LESPSCallback(pl.Callback):
     # ---- checkpoint state --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"started": self.started, "start_epoch": self.start_epoch, "rounds_done": self.rounds_done,
-                "loss_history": list(self.loss_history), "panel_spots": [list(s) for s in self.panel_spots]}
+                "loss_history": list(self.loss_history), "panel_spots": [list(s) for s in self.panel_spots],
+                "start_rule": self.start_rule.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.start_rule.load_state_dict(state_dict.get("start_rule", {}))
         self.started = state_dict["started"]
         self.start_epoch = state_dict["start_epoch"]
         self.rounds_done = state_dict["rounds_done"]
         self.loss_history = list(state_dict["loss_history"])
         self.panel_spots = [tuple(s) for s in state_dict["panel_spots"]]
+
+
+class LESPSCallback(LabelUpdateCallback):
+    """LESPS (Ying et al., CVPR 2023): each round evolves the labels with `evolve_labels` (Eqs. 1-4).
+
+    Started by the `start` rule (`loss` below Tloss is the released code's, `epoch` after Tepoch the paper's),
+    then every `f` epochs. The released code runs both its first-round and its every-f-epochs updates when the
+    start epoch is also a multiple of f; here an epoch evolves at most once.
+    """
+
+    def __init__(self, start: StartRule | dict[str, Any] | None = None, Tb: float = 0.5, k: float = 0.5, f: int = 5,
+                 r: float = 0.0015, window: int = 33, seed_box: int = 3, strict_false_alarm: bool = False,
+                 batch_size: int | None = None, evolve_chunk: int = 16, panel_targets: int = 8,
+                 output_dir: str | None = None):
+        if not 0 <= Tb <= 1:
+            raise ValueError(f"label_update.Tb must lie in [0, 1], got {Tb}")
+        if r <= 0:
+            raise ValueError(f"label_update.r must be positive, got {r}")
+        super().__init__(start, f, batch_size, evolve_chunk, panel_targets, output_dir)
+        self.evolution_args = dict(Tb=Tb, k=k, r=r, window=window, seed_box=seed_box,
+                                   strict_false_alarm=strict_false_alarm)
+
+    def update_labels(self, prob: torch.Tensor, label: torch.Tensor, valid_hw: torch.Tensor,
+                      names: Sequence[str]) -> torch.Tensor:
+        return evolve_labels(prob, label, valid_hw, **self.evolution_args)
+
+
+class FixedLabelsCallback(pl.Callback):
+    """`label_update=none`: the labels stay as round 0 made them; logs their quality (`labels/label_pa`,
+    `labels/label_iou` against the masks, when the dataset has them) at the end of every training epoch."""
+
+    def __init__(self, output_dir: str | None = None):
+        super().__init__()
+        self.output_dir = output_dir
+        self.quality = LabelQuality()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.quality.log(trainer, pl_module)
+
+
+def planned_epochs(trainer: pl.Trainer) -> int | None:
+    """The epochs training will run: trainer.max_epochs, else max_steps counted in epochs of this training set."""
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        return trainer.max_epochs
+    batches = trainer.num_training_batches
+    if trainer.max_steps and trainer.max_steps > 0 and batches and math.isfinite(batches):
+        return math.ceil(trainer.max_steps / batches)
+    return None
+
+
+class LabelQuality:
+    """PA and IoU (labels >= 0.5) of the bank's current round against the masks, summed over every rank's shard of
+    the training images; computed once per round, so epochs with unchanged labels cost nothing."""
+
+    def __init__(self) -> None:
+        self._round: int | None = None
+        self._sums: torch.Tensor | None = None
+
+    def log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule: LabelSource = trainer.datamodule
+        round_index = datamodule.bank.current_round()
+        if self._round != round_index:
+            self._round, self._sums = round_index, self._measure(trainer, datamodule, pl_module.device)
+        sums = self._sums
+        if sums[3] > 0:
+            pl_module.log_dict({"labels/label_pa": float(sums[0] / sums[2]) if sums[2] > 0 else float("nan"),
+                                "labels/label_iou": float(sums[0] / sums[1]) if sums[1] > 0 else float("nan"),
+                                "labels/round": float(round_index)}, on_epoch=True)
+
+    @staticmethod
+    def _measure(trainer: pl.Trainer, datamodule: LabelSource, device: torch.device) -> torch.Tensor:
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
+        for sample in datamodule.train_scan.samples[trainer.global_rank::trainer.world_size]:
+            mask = sample.load_mask()
+            if mask is None:
+                continue
+            label, truth = datamodule.bank.read(sample.name) >= 0.5, mask > 0
+            sums += torch.tensor([(label & truth).sum(), (label | truth).sum(), truth.sum(), 1.0],
+                                 dtype=torch.float64, device=device)
+        return trainer.strategy.reduce(sums, reduce_op="sum")
 
 
 class _RoundTotals:
@@ -330,7 +424,7 @@ def _pa_iou(sums: torch.Tensor) -> tuple[float, float]:
     return pa, iou
 
 
-def _pick_panel_spots(datamodule, count: int) -> list[tuple[str, int, int]]:
+def _pick_panel_spots(datamodule: LabelSource, count: int) -> list[tuple[str, int, int]]:
     """The first `count` round-0 targets of the training set (image name, centroid row, col)."""
     from irstd.data.points import target_stats
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from irstd.components import connected_components, find_components
+from irstd.ops.components import connected_components, find_components
 
 
 def evolve_labels(

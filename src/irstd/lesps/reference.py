@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from irstd.ops.components import EIGHT_CONNECTED
 
 
 def evolve_labels_reference(

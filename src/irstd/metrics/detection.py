@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torchmetrics import Metric
 
-from irstd.components import Components, find_components
 from irstd.metrics.pixel import valid_region
+from irstd.ops.components import Components, find_components
 
 FA_RULES = ("component", "area_value")
 

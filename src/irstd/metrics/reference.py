@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from irstd.ops.components import EIGHT_CONNECTED
+
 
 def regions(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(area, centroid) of each 8-connected component, in label (raster) order."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     out = []
     for label, window in enumerate(ndimage.find_objects(labels), start=1):
         coords = np.argwhere(labels[window] == label) + [s.start for s in window]

@@ -8,36 +8,32 @@ logit maps in training mode (the loss sums over them) and one map in eval mode.
 
 from __future__ import annotations
 
-import importlib
+from torch import Tensor, nn
 
-from torch import nn
+from irstd.registry import Registry
 
-# name -> "module:Class"; modules are imported only when their backbone is built.
-_REGISTRY: dict[str, str] = {
+BACKBONES = Registry("backbone", "model.backbone.name", {
     "acm": "irstd.models.acm:ACM",
     "alcnet": "irstd.models.alcnet:ALCNet",
     "dnanet": "irstd.models.dnanet:DNANet",
     "unet": "irstd.models.unet:UNet",
-}
+})
 
 
 def available_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 def register_backbone(name: str, target: str) -> None:
     """Make `build_backbone(name)` import `target` ("package.module:Class") on first use."""
-    _REGISTRY[name] = target
+    BACKBONES.register(name, target)
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
     """Instantiate the backbone registered under `name` with its keyword arguments."""
-    if name not in _REGISTRY:
-        raise ValueError(f"model.backbone.name={name!r} is not a known backbone; "
-                         f"choose one of {available_backbones()}")
-    module_name, class_name = _REGISTRY[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise TypeError(f"model.backbone ({name}): {err}") from err
+    return BACKBONES.build(name, **kwargs)
+
+
+def final_output(output: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """A backbone's final map: the last deep-supervision head (what it returns in eval mode), or its only map."""
+    return output[-1] if isinstance(output, (list, tuple)) else output

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from irstd.utils.files import load_torch_file
 
 WRAPPER_PREFIX = "model."
 
@@ -22,8 +23,7 @@ def load_official_weights(model: nn.Module, path: str | Path) -> None:
     or without the `model.` prefix, and a file written with `torch.save(model.state_dict(), path)`.
     Raises ValueError naming the file and every missing, unexpected or mis-shaped key.
     """
-    # weights_only=False: the release pickled its checkpoints with full pickle
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_torch_file(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping) or not state:
         raise ValueError(f"{path}: expected a state dict or {{'state_dict': ...}}, got {type(checkpoint).__name__}")

@@ -1,0 +1,1 @@
+"""Pure tensor helpers shared by data, labels, metrics and inference: connected components, padding, tiling."""

@@ -1,0 +1,157 @@
+"""The LightningModule: a backbone, a loss (the focal loss by default), Adam + MultiStepLR, evaluation metrics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torchmetrics import MetricCollection
+
+from irstd.losses import FocalLoss
+from irstd.metrics import metric_suite
+from irstd.models import build_backbone, final_output
+
+# metric keys that count (summed over test sets) rather than measure a rate (averaged)
+COUNT_KEYS = ("targets", "found", "false_targets")
+
+
+class IRSTDModule(pl.LightningModule):
+    """Trains a backbone against the labels served by the DataModule.
+
+    Args:
+        backbone: `{"name": ..., **kwargs}` for `irstd.models.build_backbone`.
+        optimizer: partial optimizer (`_partial_: true` in the config), bound to the parameters here;
+            only training needs it (checkpoints are reloaded for evaluation without it).
+        scheduler: partial LR scheduler or None; stepped every `scheduler_interval`.
+        threshold: probability above which a pixel counts as target in the metrics.
+        loss: the training loss on logits (the `loss` group); None: the paper's focal loss.
+        weights: a released LESPS/BasicIRSTD `.pth.tar` (or a state dict of the backbone) loaded into the
+            backbone with an exact key mapping; not stored in checkpoints, which carry the weights themselves.
+    """
+
+    def __init__(self, backbone: Mapping[str, Any], optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "epoch",
+                 threshold: float = 0.5, loss: torch.nn.Module | None = None,
+                 weights: str | None = None):
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        backbone = dict(backbone)
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "weights", "loss"])
+        self.net = build_backbone(**backbone)
+        if weights:
+            from irstd.models.weights import load_official_weights
+
+            load_official_weights(self.net, weights)
+        self.loss_fn = loss if loss is not None else FocalLoss()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_metrics = metric_suite(threshold, "val/")
+        self.test_metrics = metric_suite(threshold, "test/")
+        # several test sets (data.evaluation.test_sets): one suite each, made when testing starts
+        self.test_set_names: list[str] = []
+        self.test_set_metrics = torch.nn.ModuleList()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""
+        return self.net(image)
+
+    def final_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The backbone's final map (the last deep-supervision head, which is its eval-mode output)."""
+        logits = self.net(image)
+        return final_output(logits)
+
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """Target probability per pixel: the one place where logits meet the sigmoid."""
+        return torch.sigmoid(self.final_logits(image))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss_fn(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], metrics: MetricCollection) -> torch.Tensor:
+        probs = self.probabilities(batch["image"])
+        metrics.update(probs, batch["mask"], batch["valid_hw"])
+        return probs
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {k: v.float() for k, v in self.val_metrics.compute().items()}
+        shown = ("val/iou", "val/pd")
+        self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True)
+        self.log_dict({k: v for k, v in metrics.items() if k not in shown})
+        self.val_metrics.reset()
+
+    def on_test_start(self) -> None:
+        names = list(getattr(self.trainer.datamodule, "test_set_names", None) or [])
+        self.test_set_names = names if len(names) > 1 else []
+        self.test_set_metrics = torch.nn.ModuleList(
+            metric_suite(self.hparams.threshold, f"test/{name}/") for name in self.test_set_names).to(self.device)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.test_set_metrics[dataloader_idx] if self.test_set_names else self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        """`test/<key>`; with several test sets `test/<SET>/<key>` each, and `test/<key>` the mean over the
+        sets (the paper's "Average" column) for rates, the total for counts."""
+        if not self.test_set_names:
+            self.log_dict({k: v.float() for k, v in self.test_metrics.compute().items()}, add_dataloader_idx=False)
+            self.test_metrics.reset()
+            return
+        per_set = []
+        for name, suite in zip(self.test_set_names, self.test_set_metrics, strict=True):
+            values = {k.removeprefix(f"test/{name}/"): v.double() for k, v in suite.compute().items()}
+            self.log_dict({f"test/{name}/{k}": v.float() for k, v in values.items()}, add_dataloader_idx=False)
+            per_set.append(values)
+            suite.reset()
+        combined = {k: torch.stack([values[k] for values in per_set]) for k in per_set[0]}
+        self.log_dict({f"test/{k}": (v.sum() if k in COUNT_KEYS else v.mean()).float() for k, v in combined.items()},
+                      add_dataloader_idx=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores model, optimizer, scheduler and loops, not the random generators
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("model.optimizer is not set: training needs a partial optimizer config")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+
+def rng_states() -> dict[str, Any]:
+    """The global generators of torch, CUDA, NumPy and Python, in types `torch.load(weights_only=True)` accepts."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = states["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,116 @@
+"""Training as a task: fit, select weights without the test split, test, write metrics; every output goes into
+one run directory. The `irstd-train` entry point composes the config and calls `train`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from irstd.data.datamodule import IRSTDDataModule
+from irstd.training.ddp import release_distributed
+from irstd.training.loggers import finish_loggers, instantiate_group, instantiate_loggers
+from irstd.training.run_dir import save_resolved_config, seed_from_config, write_metrics
+from irstd.utils.files import load_torch_file
+
+log = logging.getLogger("irstd")
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit, then (unless `test=false`) evaluate the selected weights (`select`, by default the last epoch's) on
+    the test split(s).
+
+    Kept apart from the Hydra entry point so tests and scripts call it with a composed config.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        save_resolved_config(cfg, output_dir)
+    seed_from_config(cfg)
+    best = best_checkpoint(cfg)
+
+    datamodule: IRSTDDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    if cfg.get("ckpt_path"):
+        datamodule.adopt_label_bank(cfg.ckpt_path)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="partial")
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    # the label-update callback (label_update=none|lesps|pal), started by its `start` rule
+    callbacks.append(hydra.utils.instantiate(cfg.label_update, _convert_="all"))
+    loggers, logger_callbacks = instantiate_loggers(cfg)
+    callbacks.extend(logger_callbacks + ([best] if best else []))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    # loggers and DDP ranks are released even when training fails, so the next job of a multirun starts clean
+    failed = True
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = dict(trainer.callback_metrics)
+        if cfg.get("test"):
+            metrics |= load_selected(model, best, trainer)
+            trainer.test(model, datamodule=datamodule)
+            metrics.update(trainer.callback_metrics)
+        if trainer.is_global_zero:
+            metrics = write_metrics(metrics, output_dir / "metrics.json")
+        failed = False
+    finally:
+        finish_loggers(loggers, failed)
+        release_distributed(trainer, failed)
+    return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
+
+
+def best_checkpoint(cfg: DictConfig) -> ModelCheckpoint | None:
+    """`select=best`: keep the checkpoint of the best val/iou, measured on images held out of training.
+
+    `select=last` (the default, the paper's protocol) tests the last epoch. A checkpoint is never chosen on
+    the test split, so `best` needs `data.holdout.fraction > 0`.
+    """
+    select = cfg.get("select", "last")
+    if select not in ("last", "best"):
+        raise ValueError(f"select must be 'last' or 'best', got {select!r}")
+    if select == "last":
+        return None
+    holdout = cfg.data.get("holdout") or {}
+    fraction, split = holdout.get("fraction"), holdout.get("split")
+    if not fraction or split is None:
+        raise ValueError("select=best chooses the checkpoint by val/iou, which must not be measured on the test "
+                         "split: set data.holdout.fraction > 0 (e.g. 0.1) to validate on images held out of "
+                         f"training, with data.holdout.split=test (got data.holdout.fraction={fraction}, "
+                         f"data.holdout.split={split})")
+    return ModelCheckpoint(dirpath=Path(cfg.paths.output_dir) / "checkpoints", filename="best_epoch_{epoch:03d}",
+                           monitor="val/iou", mode="max", save_top_k=1, auto_insert_metric_name=False)
+
+
+def load_selected(model: pl.LightningModule, best: ModelCheckpoint | None, trainer: pl.Trainer) -> dict[str, int]:
+    """Put the selected weights into `model` for testing; returns `select/epoch` and `select/best` for metrics.json."""
+    if best is None:
+        return {"select/epoch": trainer.current_epoch - 1, "select/best": 0}
+    if not best.best_model_path:
+        raise ValueError("select=best: no validation epoch ran, so there is no best checkpoint "
+                         "(see trainer.check_val_every_n_epoch)")
+    checkpoint = load_torch_file(best.best_model_path, model.device)
+    # the weights only: restoring the DataModule too would roll the label bank back to that epoch's round
+    model.load_state_dict(checkpoint["state_dict"])
+    log.info("testing %s (epoch %d, val/iou %.4f)", best.best_model_path, checkpoint["epoch"], best.best_model_score)
+    return {"select/epoch": checkpoint["epoch"], "select/best": 1}
+
+
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The metric a sweeper (Optuna) optimises, `optimized_metric` in the config.
+
+    A metric the run did not log, or logged as NaN, is an error: the sweeper records a failed trial, never a value
+    that could become the best one."""
+    if not name:
+        return None
+    value = float(metrics[name]) if name in metrics else math.nan
+    if not math.isfinite(value):
+        why = " (LESPS never evolved the labels, or the data has no masks)" if name.startswith("lesps/") else ""
+        raise KeyError(f"optimized_metric={name!r} has no finite value in this run{why}; "
+                       f"logged: {', '.join(sorted(metrics))}")
+    return value

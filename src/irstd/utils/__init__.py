@@ -1,0 +1,1 @@
+"""Small helpers with no tensor or training knowledge (files)."""
