@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -59,3 +61,19 @@ def train_cfg(tmp_path, tiny_dataset) -> DictConfig:
     cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset))
     yield cfg
     GlobalHydra.instance().clear()
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.fixture(params=[(device, dtype) for device in DEVICES for dtype in DTYPES], ids=lambda p: f"{p[0]}-{p[1]}")
+def to_tensor(request):
+    """Turns an H x W (or B x H x W) array into a B x 1 x H x W tensor of the parametrised device and dtype."""
+    device, dtype = request.param
+
+    def convert(array) -> torch.Tensor:
+        tensor = torch.as_tensor(np.asarray(array, dtype=np.float64), dtype=dtype, device=device)
+        return tensor.view(-1, 1, *tensor.shape[-2:])
+
+    return convert

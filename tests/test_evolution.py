@@ -9,23 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from conftest import DEVICES, DTYPES
 from irstd.lesps import connected_components, evolve_labels
 from irstd.lesps.reference import EIGHT_CONNECTED, evolve_labels_reference
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64]
-
-
-@pytest.fixture(params=[(device, dtype) for device in DEVICES for dtype in DTYPES], ids=lambda p: f"{p[0]}-{p[1]}")
-def to_tensor(request):
-    """Turns an H x W (or B x H x W) array into a B x 1 x H x W tensor of the parametrised device and dtype."""
-    device, dtype = request.param
-
-    def convert(array) -> torch.Tensor:
-        tensor = torch.as_tensor(np.asarray(array, dtype=np.float64), dtype=dtype, device=device)
-        return tensor.view(-1, 1, *tensor.shape[-2:])
-
-    return convert
 
 
 def hw(*sizes: tuple[int, int], like: torch.Tensor) -> torch.Tensor:

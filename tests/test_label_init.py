@@ -15,8 +15,6 @@ from scipy import ndimage
 from irstd.labels.init import diffusion_pseudo_masks, monte_carlo_clustering_masks
 from irstd.labels.init.reference import diffusion_pseudo_masks_reference, monte_carlo_clustering_masks_reference
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64]
 INITIALISERS = [diffusion_pseudo_masks, monte_carlo_clustering_masks]
 
 
@@ -27,18 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(params=[(device, dtype) for device in DEVICES for dtype in DTYPES], ids=lambda p: f"{p[0]}-{p[1]}")
-def to_tensor(request):
-    """Turns an H x W (or B x H x W) array into a B x 1 x H x W tensor of the parametrised device and dtype."""
-    device, dtype = request.param
-
-    def convert(array) -> torch.Tensor:
-        tensor = torch.as_tensor(np.asarray(array, dtype=np.float64), dtype=dtype, device=device)
-        return tensor.view(-1, 1, *tensor.shape[-2:])
-
-    return convert
 
 
 def full_hw(tensor: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import DEVICES, DTYPES
 from irstd.labels.update.pal import (
     AdmissionSchedule,
     admission_scores,
@@ -19,22 +20,8 @@ from irstd.labels.update.pal import (
 )
 from irstd.labels.update.reference import easy_set_reference, pal_update_reference
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64]
 FLAT = 50.0
 BRIGHT = 200.0
-
-
-@pytest.fixture(params=[(device, dtype) for device in DEVICES for dtype in DTYPES], ids=lambda p: f"{p[0]}-{p[1]}")
-def to_tensor(request):
-    """Turns an H x W (or B x H x W) array into a B x 1 x H x W tensor of the parametrised device and dtype."""
-    device, dtype = request.param
-
-    def convert(array) -> torch.Tensor:
-        tensor = torch.as_tensor(np.asarray(array, dtype=np.float64), dtype=dtype, device=device)
-        return tensor.view(-1, 1, *tensor.shape[-2:])
-
-    return convert
 
 
 def hw(*sizes: tuple[int, int]) -> torch.Tensor:

@@ -24,6 +24,7 @@ from irstd.data.transforms import pad_bottom_right
 from irstd.labels.start import StartRule, build_start_rule
 from irstd.lesps.evolution import evolve_labels
 from irstd.losses import focal_loss
+from irstd.ops.regions import valid_region
 from irstd.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -401,8 +402,6 @@ def _synchronized_time(device: torch.device) -> float:
 
 
 def _valid(valid_hw: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    from irstd.metrics import valid_region
-
     return valid_region(shape, valid_hw, valid_hw.device)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from irstd.ops.components import connected_components, find_components
+from irstd.ops.regions import check_pred_label
 
 
 def evolve_labels(
@@ -79,7 +80,7 @@ def evolve_labels(
     - Window: the reference centres at int(centroid), equal to the floor used
       here, and uses the full image size (no padding) for h, w.
     """
-    _check_inputs(pred, label, valid_hw, window, seed_box)
+    check_pred_label(pred, label, valid_hw, window, seed_box)
     pred, label = pred.detach(), label.detach()
     batch, _, height, width = label.shape
     device = label.device
@@ -122,19 +123,6 @@ def evolve_labels(
     return evolved
 
 
-def _check_inputs(pred: Tensor, label: Tensor, valid_hw: Tensor, window: int, seed_box: int) -> None:
-    if label.dim() != 4 or label.shape[1] != 1 or pred.shape != label.shape:
-        raise ValueError(f"pred and label must both be B x 1 x H x W, got {tuple(pred.shape)}, {tuple(label.shape)}")
-    if pred.dtype != label.dtype or pred.device != label.device or not label.is_floating_point():
-        raise ValueError(f"pred and label must share a floating dtype and device, got {pred.dtype}, {label.dtype}")
-    if valid_hw.shape != (label.shape[0], 2) or valid_hw.is_floating_point():
-        raise ValueError(f"valid_hw must be an integer B x 2 tensor, got {valid_hw.dtype} {tuple(valid_hw.shape)}")
-    upper = torch.tensor(label.shape[2:], device=valid_hw.device)
-    if not bool(((valid_hw >= 1) & (valid_hw <= upper)).all()):
-        raise ValueError(f"valid sizes must lie within 1..{tuple(label.shape[2:])}")
-    for name, side in (("window", window), ("seed_box", seed_box)):
-        if side < 1 or side % 2 == 0:
-            raise ValueError(f"{name} must be a positive odd size to have a centre pixel, got {side}")
 
 
 def _find_targets(positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -5,16 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-
-def valid_region(shape: torch.Size, valid_hw: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """Boolean B x 1 x H x W mask of the pixels inside each image's original size (top-left)."""
-    batch, _, height, width = shape
-    if valid_hw is None:
-        return torch.ones(shape, dtype=torch.bool, device=device)
-    valid_hw = valid_hw.to(device)
-    rows = torch.arange(height, device=device).view(1, 1, height, 1) < valid_hw[:, 0].view(batch, 1, 1, 1)
-    cols = torch.arange(width, device=device).view(1, 1, 1, width) < valid_hw[:, 1].view(batch, 1, 1, 1)
-    return rows & cols
+from irstd.ops.regions import valid_region
 
 
 class _ThresholdedMetric(Metric):

@@ -17,15 +17,14 @@ import torch
 from torch import Tensor
 
 from irstd.labels.init.windows import (
-    check_inputs,
     check_positive,
     find_point_targets,
     gather_windows,
     paint_masks,
     rescale,
-    valid_region,
 )
 from irstd.ops.components import connected_components
+from irstd.ops.regions import check_image_points, valid_region
 
 _LOW_32 = 0xFFFFFFFF
 # What each random draw is for, the first key after the seed.
@@ -89,7 +88,7 @@ def monte_carlo_clustering_masks(
     the vote into the mask. We cluster the gray level, keep connected parts without merging, search the whole
     window (at 9 segments 2 S spans nearly all of it) and threshold the vote.
     """
-    check_inputs(image, points, valid_hw)
+    check_image_points(image, points, valid_hw)
     low_half, high_half = half_extent
     if not 0 <= low_half <= high_half:
         raise ValueError(f"half_extent must be (low, high) with 0 <= low <= high, got {half_extent}")

@@ -21,14 +21,13 @@ from torch import Tensor
 
 from irstd.labels.init.windows import (
     LEVELS,
-    check_inputs,
     check_positive,
     find_point_targets,
     gather_windows,
     paint_masks,
     rescale,
-    valid_region,
 )
+from irstd.ops.regions import check_image_points, valid_region
 
 
 def diffusion_pseudo_masks(
@@ -91,7 +90,7 @@ def diffusion_pseudo_masks(
     one-pixel targets and the dense CRF after Otsu. Their gradient is per pixel (central differences, /255
     units); ours is per link, in window-range units.
     """
-    check_inputs(image, points, valid_hw)
+    check_image_points(image, points, valid_hw)
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd size >= 3 to have a centre pixel, got {window}")
     if entropy_footprint < 1 or entropy_footprint % 2 == 0:

@@ -18,34 +18,11 @@ from irstd.ops.components import find_components
 LEVELS = 256
 
 
-def check_inputs(image: Tensor, points: Tensor, valid_hw: Tensor) -> None:
-    """Raise a ValueError naming the argument at fault."""
-    if image.dim() != 4 or image.shape[1] != 1:
-        raise ValueError(f"image must be B x 1 x H x W, got shape {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"image must be a floating tensor, got {image.dtype}")
-    if points.shape != image.shape or points.device != image.device:
-        raise ValueError(f"points must match image's shape {tuple(image.shape)} and device {image.device}, "
-                         f"got {tuple(points.shape)} on {points.device}")
-    if valid_hw.shape != (image.shape[0], 2) or valid_hw.is_floating_point():
-        raise ValueError(f"valid_hw must be an integer B x 2 tensor, got {valid_hw.dtype} {tuple(valid_hw.shape)}")
-    upper = torch.tensor(image.shape[2:], device=valid_hw.device)
-    if not bool(((valid_hw >= 1) & (valid_hw <= upper)).all()):
-        raise ValueError(f"valid_hw sizes must lie within 1..{tuple(image.shape[2:])}, got {valid_hw.tolist()}")
-
-
 def check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
 
-
-def valid_region(shape: torch.Size, valid_hw: Tensor, device: torch.device) -> Tensor:
-    """B x 1 x H x W, True on each image's valid (top-left) region."""
-    batch, _, height, width = shape
-    rows = torch.arange(height, device=device).view(1, 1, height, 1) < valid_hw[:, 0].view(batch, 1, 1, 1)
-    cols = torch.arange(width, device=device).view(1, 1, 1, width) < valid_hw[:, 1].view(batch, 1, 1, 1)
-    return rows & cols
 
 
 def find_point_targets(points: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:

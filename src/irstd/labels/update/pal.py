@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from irstd.ops.components import connected_components, find_components
+from irstd.ops.regions import check_image_points, check_pred_label, valid_region
 
 # cv2.Canny's direction bins, tan(22.5 deg) and tan(67.5 deg), in its 15-bit fixed point.
 _TAN_22_5 = 13573 / 32768
@@ -98,7 +99,7 @@ def easy_set_labels(
     """
     target_easy, image_easy, image_index, region, flat_index = _easy_set(
         image, points, valid_hw, half_window, low_threshold, high_threshold, max_area, min_easy_fraction)
-    labels = ((points > 0.5) & _valid_region(image.shape, valid_hw, image.device)).to(image.dtype)
+    labels = ((points > 0.5) & valid_region(image.shape, valid_hw, image.device)).to(image.dtype)
     chosen = target_easy & image_easy[image_index]
     labels.view(-1)[flat_index[chosen][region[chosen]]] = 1
     return labels, image_easy
@@ -106,7 +107,7 @@ def easy_set_labels(
 
 def _easy_set(image, points, valid_hw, half_window, low_threshold, high_threshold, max_area, min_easy_fraction):
     """easy_targets' flags, plus each target's image, enclosing region (T x S x S) and its pixels' flat indices."""
-    _check_image_points(image, points, valid_hw)
+    check_image_points(image, points, valid_hw)
     if half_window < 1:
         raise ValueError(f"half_window must be >= 1, got {half_window}")
     if not 0 <= low_threshold <= high_threshold:
@@ -116,7 +117,7 @@ def _easy_set(image, points, valid_hw, half_window, low_threshold, high_threshol
     batch, _, height, width = image.shape
     device = image.device
     valid_hw = valid_hw.to(device=device, dtype=torch.int64)
-    valid = _valid_region(image.shape, valid_hw, device)
+    valid = valid_region(image.shape, valid_hw, device)
     targets = find_components((points > 0.5) & valid)
     image_index = targets.image_index.to(device)
     centre = torch.floor(targets.centroid).to(device=device, dtype=torch.int64)
@@ -270,8 +271,8 @@ def admission_scores(pred: Tensor, points: Tensor, valid_hw: Tensor, *, threshol
     (predicted regions - found points) / points (YuChuang1205/PAL, utilts.py `nc_pred_mask`). Both are 0 for an
     image without points, which PAL admits unconditionally.
     """
-    _check_image_points(pred, points, valid_hw)
-    valid = _valid_region(pred.shape, valid_hw, pred.device)[:, 0]
+    check_image_points(pred, points, valid_hw)
+    valid = valid_region(pred.shape, valid_hw, pred.device)[:, 0]
     predicted = _fill_holes((pred[:, 0] > threshold) & valid)
     on_point = (points[:, 0] > 0.5) & valid
     point_targets = find_components(on_point)
@@ -291,8 +292,8 @@ def admitted_labels(pred: Tensor, points: Tensor, valid_hw: Tensor, *, threshold
     Returns B x 1 x H x W labels in `pred`'s dtype, 1 there and 0 elsewhere, padding included
     (YuChuang1205/PAL, utilts.py `nc_correct_pred_mask`).
     """
-    _check_image_points(pred, points, valid_hw)
-    valid = _valid_region(pred.shape, valid_hw, pred.device)[:, 0]
+    check_image_points(pred, points, valid_hw)
+    valid = valid_region(pred.shape, valid_hw, pred.device)[:, 0]
     on_point = (points[:, 0] > 0.5) & valid
     predicted = _fill_holes((pred[:, 0] > threshold) & valid)
     labels = _components_touching(predicted, predicted & on_point) | on_point
@@ -428,14 +429,14 @@ def pal_update(
     confirms fade by `decay` per round until they drop below 0.5 and stop being targets. The released code
     stores each round as an 8-bit PNG (labels quantised to 1/255); this keeps full precision.
     """
-    _check_pair(pred, label, valid_hw, window, seed_box)
+    check_pred_label(pred, label, valid_hw, window, seed_box)
     if not 0 <= decay <= 1:
         raise ValueError(f"decay must lie in [0, 1], got {decay}")
     pred, label = pred.detach(), label.detach()
     batch, _, height, width = label.shape
     device = label.device
     valid_hw = valid_hw.to(device=device, dtype=torch.int64)
-    valid = _valid_region(label.shape, valid_hw, device)
+    valid = valid_region(label.shape, valid_hw, device)
 
     # Decay everywhere in the valid region first; the kept candidates, few pixels, are then overwritten.
     updated = label * torch.where(valid, label.new_tensor(decay), label.new_tensor(1.0))
@@ -469,40 +470,4 @@ def pal_update(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checks and shared pieces
-
-
-def _valid_region(shape: torch.Size, valid_hw: Tensor, device: torch.device) -> Tensor:
-    batch, _, height, width = shape
-    valid_hw = valid_hw.to(device)
-    rows = torch.arange(height, device=device).view(1, 1, height, 1) < valid_hw[:, 0].view(batch, 1, 1, 1)
-    cols = torch.arange(width, device=device).view(1, 1, 1, width) < valid_hw[:, 1].view(batch, 1, 1, 1)
-    return rows & cols
-
-
-def _check_valid_hw(valid_hw: Tensor, shape: torch.Size) -> None:
-    if valid_hw.shape != (shape[0], 2) or valid_hw.is_floating_point():
-        raise ValueError(f"valid_hw must be an integer B x 2 tensor, got {valid_hw.dtype} {tuple(valid_hw.shape)}")
-    upper = torch.tensor(shape[2:], device=valid_hw.device)
-    if not bool(((valid_hw >= 1) & (valid_hw <= upper)).all()):
-        raise ValueError(f"valid_hw sizes must lie within 1..{tuple(shape[2:])}, got {valid_hw.tolist()}")
-
-
-def _check_image_points(image: Tensor, points: Tensor, valid_hw: Tensor) -> None:
-    if image.dim() != 4 or image.shape[1] != 1 or not image.is_floating_point():
-        raise ValueError(f"expected a floating B x 1 x H x W tensor, got {image.dtype} {tuple(image.shape)}")
-    if points.shape != image.shape or points.device != image.device:
-        raise ValueError(f"points must match shape {tuple(image.shape)} and device {image.device}, "
-                         f"got {tuple(points.shape)} on {points.device}")
-    _check_valid_hw(valid_hw, image.shape)
-
-
-def _check_pair(pred: Tensor, label: Tensor, valid_hw: Tensor, window: int, seed_box: int) -> None:
-    if label.dim() != 4 or label.shape[1] != 1 or pred.shape != label.shape:
-        raise ValueError(f"pred and label must both be B x 1 x H x W, got {tuple(pred.shape)}, {tuple(label.shape)}")
-    if pred.dtype != label.dtype or pred.device != label.device or not label.is_floating_point():
-        raise ValueError(f"pred and label must share a floating dtype and device, got {pred.dtype}, {label.dtype}")
-    _check_valid_hw(valid_hw, label.shape)
-    for name, side in (("window", window), ("seed_box", seed_box)):
-        if side < 1 or side % 2 == 0:
-            raise ValueError(f"{name} must be a positive odd size to have a centre pixel, got {side}")
+# Checks
