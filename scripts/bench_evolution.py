@@ -31,6 +31,7 @@ from irstd.data.datamodule import HoldoutOptions, IRSTDDataModule, LoadingOption
 from irstd.data.datasets import pad_collate
 from irstd.lesps import evolve_labels
 from irstd.lesps.reference import evolve_labels_reference
+from irstd.ops.components import EIGHT_CONNECTED
 from irstd.training.module import IRSTDModule
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -42,7 +43,7 @@ def released_style_round(pred: torch.Tensor, label: torch.Tensor, size: tuple[in
     convolution and CPU labelling of its candidates (semantics as released: max-combination)."""
     positive = (label > 0.5).float()
     updated = label.clone()
-    targets, count = ndimage.label(positive[0, 0].cpu().numpy(), structure=np.ones((3, 3)))
+    targets, count = ndimage.label(positive[0, 0].cpu().numpy(), structure=EIGHT_CONNECTED)
     kernel = torch.ones(1, 1, window, window, device=pred.device)
     for target_id in range(1, count + 1):
         coords = np.argwhere(targets == target_id)
@@ -54,7 +55,7 @@ def released_style_round(pred: torch.Tensor, label: torch.Tensor, size: tuple[in
         label_window = label * neighbourhood
         threshold = pred_window.max() * (Tb + k * (1 - Tb) * len(coords) / (size[0] * size[1] * 0.0015))
         candidates = (pred_window > threshold).float()
-        components, num = ndimage.label(candidates[0, 0].cpu().numpy() > 0, structure=np.ones((3, 3)))
+        components, num = ndimage.label(candidates[0, 0].cpu().numpy() > 0, structure=EIGHT_CONNECTED)
         if num > 1:
             for component in range(1, num + 1):
                 current = candidates * torch.from_numpy(components == component).float().to(pred.device)
@@ -111,7 +112,7 @@ def main() -> None:
     forward_times = timed(forward, args.repeats, device)
     labels = [b["label"].to(device) for b in batches]
     sizes = [b["valid_hw"].to(device) for b in batches]
-    targets = sum(int(ndimage.label(label[0, 0].cpu().numpy() > 0.5, structure=np.ones((3, 3)))[1])
+    targets = sum(int(ndimage.label(label[0, 0].cpu().numpy() > 0.5, structure=EIGHT_CONNECTED)[1])
                   for label in labels)
 
     def ours_single() -> None:

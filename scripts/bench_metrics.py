@@ -33,6 +33,7 @@ from scipy import ndimage
 from irstd.data.transforms import pad_bottom_right
 from irstd.metrics import FA_RULES, TargetDetection, metric_suite
 from irstd.metrics.reference import reference_pd_fa
+from irstd.ops.components import EIGHT_CONNECTED
 from irstd.utils.device import resolve_device
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -184,7 +185,7 @@ def main() -> None:
 
     def label_only() -> None:
         for mask in (*preds, *truths):
-            ndimage.label(mask, structure=np.ones((3, 3)))
+            ndimage.label(mask, structure=EIGHT_CONNECTED)
 
     methods = {
         "reference_pd_fa (per image, per component)": lambda: reference_pd_fa(preds, truths, args.fa_rule),

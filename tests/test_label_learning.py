@@ -78,6 +78,16 @@ def test_the_lesps_presets_mean_what_they_meant(tmp_path):
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.parametrize(("option", "override", "named"), [("diffusion", "label_init.window=4", "window"),
+                                                         ("clustering", "label_init.trials=0", "trials"),
+                                                         ("diffusion", "+label_init.windw=5", "windw")])
+def test_bad_initialiser_settings_fail_at_startup_naming_the_key(tmp_path, option, override, named):
+    cfg = compose_config("train", tmp_path, [f"label_init={option}", override])
+    with pytest.raises(Exception, match=rf"label_init \({option}\).*{named}"):
+        hydra.utils.instantiate(cfg.data.label_init)
+    GlobalHydra.instance().clear()
+
+
 def test_bad_label_learning_values_name_their_key(tmp_path, tiny_dataset):
     for override, key in [("label_update.Tb=2", "label_update.Tb"), ("label_update.decay=1.5", "label_update.decay"),
                           ("start.fraction=1.5", "start.fraction")]:

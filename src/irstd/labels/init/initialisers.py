@@ -42,6 +42,12 @@ class _BatchedMasks:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"label_init.device={device}: no CUDA device is available")
         self.device = torch.device(device)
+        # settings are checked now, on an empty image, so a bad value fails at startup and names its config key
+        empty = torch.zeros(1, 1, 4, 4)
+        try:
+            function(empty, empty, torch.tensor([[4, 4]]), **params)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"label_init ({self.name}): {err}; set it as label_init.KEY=VALUE") from err
 
     def initialise(self, images: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(images) != len(points):

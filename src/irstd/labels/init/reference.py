@@ -13,8 +13,8 @@ import torch
 from scipy import ndimage
 
 from irstd.labels.init.clustering import EXTENT_DRAW, SALT_DRAW, uniform_draws
+from irstd.ops.components import EIGHT_CONNECTED
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 LEVELS = 256
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from irstd.ops.components import EIGHT_CONNECTED
+
 GAUSSIAN_3X3 = np.outer([1, 2, 1], [1, 2, 1]) / 16
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=float)
 TAN_22_5, TAN_67_5 = 13573 / 32768, (13573 + 65536) / 32768
