@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from irstd.data.pseudo_labels import PseudoLabeler
 from irstd.data.sources import scan_split
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
 from irstd.labels.init import diffusion_pseudo_masks, monte_carlo_clustering_masks
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="batched timings (min); the reference runs once")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--only", choices=tuple(INITIALISERS), help="bench one initialiser")
+    parser.add_argument("--only", choices=(*INITIALISERS, "pseudo"), help="bench one initialiser")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -130,6 +131,14 @@ def main() -> None:
         print(f"| {name} | {batched_s * per_100:.3f} | {reference_s * per_100:.2f} | "
               f"{reference_s / batched_s:.1f}x | {quality[0]:.3f} | {quality[1]:.3f} |"
               + (f" ({differing} px differ from the float64 reference)" if differing else ""))
+    if not args.only or args.only == "pseudo":
+        # Table 3's fixed pseudo labels run point by point in numpy: they are their own reference
+        labeler = PseudoLabeler()
+        pseudo_s, masks = timed(lambda: [labeler(image[0, 0], points[0, 0]) > 0.5
+                                         for image, points, _ in numpy_items], 1, torch.device("cpu"))
+        quality = iou(masks, truths)
+        print(f"| pseudo (threshold 0.5, per point) | | {pseudo_s * per_100:.2f} | | {quality[0]:.3f} | "
+              f"{quality[1]:.3f} |")
 
 
 if __name__ == "__main__":

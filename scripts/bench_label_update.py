@@ -31,6 +31,8 @@ from irstd.data.sources import normalization_stats, scan_split
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
 from irstd.labels.update.pal import admission_scores, admitted_labels, easy_set_labels, pal_update
 from irstd.labels.update.reference import easy_set_reference, pal_update_reference
+from irstd.lesps.evolution import evolve_labels
+from irstd.lesps.reference import evolve_labels_reference
 from irstd.losses import FocalLoss
 from irstd.models import build_backbone, final_output
 from irstd.models.weights import load_official_weights
@@ -155,6 +157,11 @@ def main() -> None:
     cpu_round = [(pred.cpu().numpy(), label.cpu().numpy(), valid_hw.numpy())
                  for pred, label, (_, valid_hw) in zip(preds, labels, inputs, strict=True)]
     rows["pal_update reference"] = timed(lambda: [pal_update_reference(*case) for case in cpu_round], 1, device)
+    # LESPS's round on the same predictions, against its per-target loop written as the released code
+    rows["evolve_labels (LESPS)"] = timed(lambda: [evolve_labels(pred, label, valid_hw) for pred, label, (_, valid_hw)
+                                                   in zip(preds, labels, inputs, strict=True)], args.repeats, device)
+    rows["evolve_labels (LESPS) reference"] = timed(lambda: [evolve_labels_reference(*case) for case in cpu_round],
+                                                    1, device)
     rows["easy set"] = timed(lambda: [easy_set_labels(image, label, valid_hw) for (image, valid_hw), label
                                       in zip(inputs, labels, strict=True)], args.repeats, device)
     cpu_easy = [(image.cpu().numpy(), label.cpu().numpy(), valid_hw.numpy())

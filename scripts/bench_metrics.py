@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from irstd.data.transforms import pad_bottom_right
 from irstd.metrics import FA_RULES, TargetDetection, metric_suite
 from irstd.metrics.reference import reference_pd_fa
 from irstd.ops.components import EIGHT_CONNECTED
+from irstd.ops.padding import pad_bottom_right
 from irstd.utils.device import resolve_device
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

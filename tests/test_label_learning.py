@@ -88,6 +88,14 @@ def test_bad_initialiser_settings_fail_at_startup_naming_the_key(tmp_path, optio
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.parametrize("option", ["pseudo", "diffusion", "clustering"])
+def test_point_grown_initialisers_refuse_masks_as_their_points(tmp_path, tiny_dataset, option):
+    cfg = compose_config("train", tmp_path, [*tiny_train_overrides(tiny_dataset, label="full"), f"label_init={option}"])
+    with pytest.raises(Exception, match=f"label_init={option} grows masks from point labels.*label=centroid"):
+        hydra.utils.instantiate(cfg.data, _convert_="all")
+    GlobalHydra.instance().clear()
+
+
 def test_bad_label_learning_values_name_their_key(tmp_path, tiny_dataset):
     for override, key in [("label_update.Tb=2", "label_update.Tb"), ("label_update.decay=1.5", "label_update.decay"),
                           ("start.fraction=1.5", "start.fraction")]:

@@ -4,6 +4,7 @@ a user's own config directory adds a dataset and an experiment without touching 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,34 +77,25 @@ def test_a_wheel_install_trains_from_outside_the_checkout(wheel_env, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-USER_DATA = """# a dataset of the user's own, beside the shipped ones
-defaults:
-  - synthetic
-  - _self_
-root: {root}
-patch_size: 32
-"""
-
-USER_EXPERIMENT = """# @package _global_
-defaults:
-  - override /data: mydata
-  - override /model: acm
-trainer:
-  max_epochs: 1
-tags: [mine]
-"""
+def documented_file(name: str) -> str:
+    """The YAML block that docs/configuration.md shows under `my_conf/<name>`: the test runs the documented example."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    block = re.search(rf"`my_conf/{re.escape(name)}`:\n\n```yaml\n(.*?)```", text, re.DOTALL)
+    assert block, f"docs/configuration.md no longer shows my_conf/{name}"
+    return block.group(1)
 
 
 def test_a_user_config_directory_adds_a_dataset_and_an_experiment(tmp_path, tiny_dataset):
     user = tmp_path / "my_conf"
     (user / "data").mkdir(parents=True)
     (user / "experiment").mkdir()
-    (user / "data" / "mydata.yaml").write_text(USER_DATA.format(root=tiny_dataset))
-    (user / "experiment" / "mine.yaml").write_text(USER_EXPERIMENT)
-    overrides = [o for o in tiny_train_overrides(tiny_dataset)
-                 if not o.startswith(("data.root", "model.backbone", "trainer.max_epochs"))]
-    cfg = compose_config("train", tmp_path / "run", [f"hydra.searchpath=[file://{user}]", "experiment=mine",
-                                                     *overrides])
-    assert cfg.data.root == str(tiny_dataset) and cfg.data.patch_size == 32
-    assert cfg.model.backbone.name == "acm" and cfg.trainer.max_epochs == 1 and list(cfg.tags) == ["mine"]
+    (user / "data" / "mydata.yaml").write_text(documented_file("data/mydata.yaml"))
+    (user / "experiment" / "mine.yaml").write_text(documented_file("experiment/mine.yaml"))
+    cfg = compose_config("train", tmp_path / "run", [f"hydra.searchpath=[file://{user}]", "data=mydata",
+                                                     "experiment=mine", f"data.root={tiny_dataset}",
+                                                     "data.split=synthetic"])
+    assert cfg.data.split == "synthetic" and cfg.data.patch_size == 256  # the shipped data defaults, extended
+    assert (cfg.model.backbone.name, cfg.label.kind, cfg.trainer.accelerator) == ("dnanet", "coarse", "gpu")
+    # every key the experiment sets lands where a component reads it
+    assert cfg.label_update.f == 10 and cfg.trainer.max_epochs == 100
     GlobalHydra.instance().clear()

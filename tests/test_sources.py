@@ -512,6 +512,31 @@ def test_load_label_xml_and_point_pngs_with_rescaling(dataset):
             np.testing.assert_array_equal(label_map, expected_map(expected[sample.name]))
 
 
+def test_xml_point_outside_its_image_names_the_file_the_image_and_the_size(dataset):
+    # no <size>: nothing rescales or clips the 1-based (yc 45, xc 10), i.e. row 44 of a 40-row image
+    xml = dataset / "points_xml" / "b.xml"
+    for name in ("a", "c"):
+        write_xml(dataset / "points_xml" / f"{name}.xml", [(12, 22)])
+    write_xml(xml, [(12, 22), (45, 10)])
+    scan = scan_split(dataset, "train", "tiny", label="xml")
+    assert [s.name for s in scan.samples] == ["a", "c"]
+    [problem] = scan.fatal
+    assert problem.file == str(xml)
+    for fragment in ("[[44, 9]]", str(dataset / "images" / "b.png"), f"{W}x{H} (WxH)", "no <size>"):
+        assert fragment in problem.message, fragment
+    skipped = scan_split(dataset, "train", "tiny", label="xml", bad_files="skip")
+    assert [s.name for s in skipped.samples] == ["a", "c"] and not skipped.fatal
+
+    # a file changed after the scan fails the same way when the labels are read at setup
+    [sample, *_] = scan.samples
+    write_xml(dataset / "points_xml" / "a.xml", [(0, 22)])
+    with pytest.raises(DatasetError) as info:
+        sample.load_label("xml")
+    message = str(info.value)
+    assert message.startswith(f"{dataset / 'points_xml' / 'a.xml'}: ")
+    assert "[[-1, 21]]" in message and f"{dataset / 'images' / 'a.png'}, which is {W}x{H}" in message
+
+
 # ---- normalisation ---------------------------------------------------------------------------
 def test_normalization_stats_is_mean_of_per_image_stats_over_train_only(tmp_path):
     root = make_dataset(tmp_path / "stats", train=("a", "b"), test=("t",))

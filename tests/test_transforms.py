@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from irstd.data.transforms import pad_bottom_right, padded_size, random_crop, random_dihedral
+from irstd.data.transforms import random_crop, random_dihedral
+from irstd.ops.padding import pad_bottom_right, padded_size
 
 
 def test_padding_to_a_multiple_pads_bottom_right_only():

@@ -5,15 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from irstd.data import points as pts
-from irstd.data.report import dataset_report, split_files
-from irstd.data.sources import MISMATCH_POLICIES, DatasetError, scan_split
-from irstd.utils.files import atomic_write
+from irstd.data.point_files import POINT_PNG_KINDS, write_point_pngs
+from irstd.data.report import dataset_report
+from irstd.data.sources import MISMATCH_POLICIES, DatasetError
 
 
 def check(args: argparse.Namespace) -> int:
@@ -24,26 +19,9 @@ def check(args: argparse.Namespace) -> int:
 
 def write_points(args: argparse.Namespace) -> int:
     """Write `masks_centroid/` or `masks_coarse/` PNGs (0/255) as the official scripts do."""
-    root = Path(args.root)
-    out_dir = root / f"masks_{args.type}"
-    names: dict[str, object] = {}
-    for stage, split in split_files(root):
-        scan = scan_split(root, stage, split, need_masks=True, size_mismatch=args.size_mismatch)
-        scan.raise_if_fatal()
-        for sample in scan.samples:
-            names.setdefault(sample.name, sample)
-    from tqdm.auto import tqdm
-
-    for sample in tqdm(names.values(), desc=f"writing {out_dir}", disable=args.quiet):
-        mask = sample.load_mask()
-        if args.type == "centroid":
-            points = pts.centroid_points(mask)
-        else:
-            points = pts.coarse_points(mask, seed=args.seed, name=sample.name)
-        image = Image.fromarray((pts.points_to_map(points, mask.shape) > 0).astype(np.uint8) * 255, mode="L")
-        with atomic_write(out_dir / f"{Path(sample.name).stem}.png") as handle:
-            image.save(handle, format="PNG")
-    print(f"wrote {len(names)} point-label PNGs to {out_dir}")
+    folder, count = write_point_pngs(args.root, args.type, seed=args.seed, size_mismatch=args.size_mismatch,
+                                     progress=not args.quiet)
+    print(f"wrote {count} point-label PNGs to {folder}")
     return 0
 
 
@@ -87,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("points", help="write masks_centroid/ or masks_coarse/ point-label PNGs")
     p.add_argument("root")
-    p.add_argument("--type", required=True, choices=("centroid", "coarse"))
+    p.add_argument("--type", required=True, choices=POINT_PNG_KINDS)
     p.add_argument("--seed", type=int, default=0, help="seed of the coarse-point draw")
     p.add_argument("--size-mismatch", default="resize", choices=MISMATCH_POLICIES)
     p.add_argument("--quiet", action="store_true")

@@ -11,7 +11,8 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from irstd.data.label_bank import LabelBank
 from irstd.data.sources import DatasetError, Sample
-from irstd.data.transforms import pad_bottom_right, padded_size, random_crop, random_dihedral
+from irstd.data.transforms import random_crop, random_dihedral
+from irstd.ops.padding import pad_bottom_right, padded_size
 
 
 class TrainDataset(Dataset):

@@ -33,6 +33,7 @@ __all__ = [
     "coarse_points",
     "label_targets",
     "map_to_points",
+    "points_outside",
     "points_to_map",
     "read_xml_points",
     "rescale_points",
@@ -221,13 +222,21 @@ def read_xml_points(path: str | os.PathLike) -> XmlPoints:
     return XmlPoints(points=points, raw=raw_array, width=width, height=height)
 
 
+def points_outside(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The points that fall outside an image of ``shape`` (HxW), shape (M, 2) int64."""
+    points = _as_points(points)
+    height, width = shape
+    outside = (points[:, 0] < 0) | (points[:, 0] >= height) | (points[:, 1] < 0) | (points[:, 1] >= width)
+    return points[outside]
+
+
 def points_to_map(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Rasterise points into a float32 map of ``shape`` with 1.0 at each point."""
     points = _as_points(points)
     height, width = shape
-    outside = (points[:, 0] < 0) | (points[:, 0] >= height) | (points[:, 1] < 0) | (points[:, 1] >= width)
-    if outside.any():
-        raise ValueError(f"points outside shape {tuple(shape)}: {points[outside].tolist()}")
+    outside = points_outside(points, shape)
+    if len(outside):
+        raise ValueError(f"points outside shape {tuple(shape)}: {outside.tolist()}")
     point_map = np.zeros((height, width), dtype=np.float32)
     point_map[points[:, 0], points[:, 1]] = 1.0
     return point_map

@@ -73,6 +73,7 @@ class PseudoLabeler:
     """
 
     name = "pseudo"
+    grows_from_points = True
 
     def __init__(self, method: str = "threshold", threshold: float = 0.5, window: int = DEFAULT_WINDOW):
         if method not in PSEUDO_METHODS:

@@ -167,18 +167,34 @@ class Sample:
         if kind == "coarse":
             return pts.points_to_map(pts.coarse_points(self.load_mask(), seed=seed, name=self.name), shape)
         if kind == "xml":
-            annotation = pts.read_xml_points(self.xml)
-            points = annotation.points
-            if annotation.height and annotation.width and (annotation.height, annotation.width) != shape:
-                points = pts.rescale_points(points, (annotation.height, annotation.width), shape)
-            return pts.points_to_map(points, shape)
+            return pts.points_to_map(self.xml_points(), shape)
         if kind in POINT_PNG_FOLDERS:
             point_map = decode_image(self.point_png) > 0
             points = pts.map_to_points(point_map)
             if point_map.shape != shape:
                 points = pts.rescale_points(points, point_map.shape, shape)
-            return pts.points_to_map(points, shape)
+            return pts.points_to_map(self._on_image(points, self.point_png), shape)
         raise ValueError(f"label must be one of {LABEL_KINDS}, got {kind!r}")
+
+    def xml_points(self) -> np.ndarray:
+        """The (row, col) points of `points_xml/NAME.xml` at the image size (rescaled from the file's <size>)."""
+        annotation = pts.read_xml_points(self.xml)
+        points = annotation.points
+        stated = (annotation.height, annotation.width)
+        if annotation.height and annotation.width and stated != self.image_hw:
+            points = pts.rescale_points(points, stated, self.image_hw)
+        # Only a file without <size> can point outside its image: <size> clips its points.
+        hint = "" if annotation.width is not None else "; the file has no <size> to rescale or clip its points to"
+        return self._on_image(points, self.xml, hint)
+
+    def _on_image(self, points: np.ndarray, source: Path, hint: str = "") -> np.ndarray:
+        """`points`, or DatasetError naming the annotation file and the image when some fall outside the image."""
+        outside = pts.points_outside(points, self.image_hw)
+        if len(outside):
+            height, width = self.image_hw
+            raise DatasetError(f"{source}: point(s) (row, col), 0-based, {outside.tolist()} lie outside the image "
+                               f"{self.image}, which is {width}x{height} (WxH){hint}")
+        return points
 
 
 @dataclass
@@ -329,13 +345,12 @@ def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, mask
             return None
         sample.point_png = point_path
     elif label == "xml":
-        xml_path = root / "points_xml" / f"{Path(name).stem}.xml"
+        sample.xml = root / "points_xml" / f"{Path(name).stem}.xml"
         try:
-            pts.read_xml_points(xml_path)
+            sample.xml_points()
         except (OSError, ValueError) as err:
-            scan.problems.append(Problem(str(xml_path), f"bad point annotation: {err}"))
+            scan.problems.append(Problem(str(sample.xml), f"bad point annotation: {err}"))
             return None
-        sample.xml = xml_path
 
     scan.image_means.append(float(array.mean(dtype=np.float64)))
     scan.image_stds.append(float(array.std(dtype=np.float64)))

@@ -63,6 +63,18 @@ class SyntheticSpec:
     split_name: str = "synthetic"
 
     def __post_init__(self) -> None:
+        # The checks run in this order, so a spec with several faults always reports the same one first.
+        self._check_types()
+        self._check_counts_and_size()
+        self._check_targets()
+        self._at_least("seed", 0)
+        if not isinstance(self.split_name, str) or not _SPLIT_NAME.match(self.split_name):
+            raise ValueError(
+                "SyntheticSpec.split_name must be a non-empty name of [A-Za-z0-9_.-], "
+                f"got {self.split_name!r}"
+            )
+
+    def _check_types(self) -> None:
         for name in ("num_train", "num_test", "height", "width", "min_targets", "max_targets", "seed"):
             value = getattr(self, name)
             # bool is an int subclass; True as a count is almost certainly a config mistake.
@@ -72,25 +84,28 @@ class SyntheticSpec:
             value = getattr(self, name)
             if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
                 raise ValueError(f"SyntheticSpec.{name} must be a finite number, got {value!r}")
-        if self.num_train < 0:
-            raise ValueError(f"SyntheticSpec.num_train must be >= 0, got {self.num_train}")
-        if self.num_test < 0:
-            raise ValueError(f"SyntheticSpec.num_test must be >= 0, got {self.num_test}")
+
+    def _at_least(self, name: str, minimum: float) -> None:
+        value = getattr(self, name)
+        if value < minimum:
+            raise ValueError(f"SyntheticSpec.{name} must be >= {minimum}, got {value}")
+
+    def _check_counts_and_size(self) -> None:
+        self._at_least("num_train", 0)
+        self._at_least("num_test", 0)
         if self.num_train + self.num_test == 0:
             raise ValueError("SyntheticSpec.num_train + num_test must be >= 1")
-        if self.height < 32:
-            raise ValueError(f"SyntheticSpec.height must be >= 32, got {self.height}")
-        if self.width < 32:
-            raise ValueError(f"SyntheticSpec.width must be >= 32, got {self.width}")
-        if self.min_targets < 0:
-            raise ValueError(f"SyntheticSpec.min_targets must be >= 0, got {self.min_targets}")
+        self._at_least("height", 32)
+        self._at_least("width", 32)
+
+    def _check_targets(self) -> None:
+        self._at_least("min_targets", 0)
         if self.max_targets < max(1, self.min_targets):
             raise ValueError(
                 f"SyntheticSpec.max_targets must be >= max(1, min_targets={self.min_targets}), "
                 f"got {self.max_targets}"
             )
-        if self.min_radius < 0.5:
-            raise ValueError(f"SyntheticSpec.min_radius must be >= 0.5, got {self.min_radius}")
+        self._at_least("min_radius", 0.5)
         if self.max_radius < self.min_radius:
             raise ValueError(
                 f"SyntheticSpec.max_radius must be >= min_radius={self.min_radius}, got {self.max_radius}"
@@ -99,13 +114,6 @@ class SyntheticSpec:
             raise ValueError(
                 f"SyntheticSpec.max_radius must be <= min(height, width) / 4 = "
                 f"{min(self.height, self.width) / 4}, got {self.max_radius}"
-            )
-        if self.seed < 0:
-            raise ValueError(f"SyntheticSpec.seed must be >= 0, got {self.seed}")
-        if not isinstance(self.split_name, str) or not _SPLIT_NAME.match(self.split_name):
-            raise ValueError(
-                "SyntheticSpec.split_name must be a non-empty name of [A-Za-z0-9_.-], "
-                f"got {self.split_name!r}"
             )
 
     @property

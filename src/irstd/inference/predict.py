@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,64 @@ def _batches(items: list[_Input], batch_size: int, tile_size: int | None) -> Ite
             yield group[start: start + step]
 
 
+@dataclass
+class _Skips:
+    """Input files left out, each with its reason; under `strict` the first one raises BadInputError instead."""
+
+    strict: bool
+    files: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, item: _Input, reason: str) -> None:
+        if self.strict:
+            raise BadInputError(f"{item.path}: {reason} (strict=true; strict=false skips such files)")
+        log.warning("skipping %s: %s", item.path, reason)
+        self.files.append({"file": str(item.path), "reason": reason})
+
+
+def _readable_inputs(root: Path, files: list[Path], skips: _Skips) -> list[_Input]:
+    """The files whose header PIL reads and whose outputs no earlier file claims, probed, in order."""
+    items, taken = [], {}
+    for path in files:
+        item = _Input(path, path.relative_to(root).as_posix())
+        # a.png and a.tif of one folder would write the same output files
+        stem = str(Path(item.name).with_suffix(""))
+        if stem in taken:
+            skips.add(item, f"its outputs would overwrite those of {taken[stem]} (same name, other extension)")
+            continue
+        try:
+            item.sample = _probe(item)
+        except DECODE_ERRORS as err:
+            skips.add(item, f"cannot read image: {err}")
+            continue
+        taken[stem] = item.name
+        items.append(item)
+    return items
+
+
+def _decoded(group: list[_Input], mean: float, std: float, skips: _Skips) -> list[dict[str, Any]]:
+    """The normalised images of `group` that decode; a truncated file fails only when its pixels are read."""
+    dataset = FullImageDataset([item.sample for item in group], mean, std)
+    loaded = []
+    for index, item in enumerate(group):
+        try:
+            loaded.append(dataset[index])
+        except DECODE_ERRORS as err:
+            skips.add(item, f"cannot decode image: {err}")
+    return loaded
+
+
+def _predict_batch(predict: Callable[[dict[str, Any]], torch.Tensor], batch: dict[str, Any], output: Path,
+                   threshold: float) -> dict[str, tuple[tuple[int, int], list[Detection]]]:
+    """Predict one padded batch and write its images' files; name -> ((height, width), detections)."""
+    probs = predict(batch).float().cpu()
+    done = {}
+    for i, (name, (height, width)) in enumerate(zip(batch["name"], batch["valid_hw"].tolist(), strict=True)):
+        prob = probs[i, 0, :height, :width].numpy()
+        detections = _write_image(output, name, batch["image"][i, 0, :height, :width].numpy(), prob, threshold)
+        done[name] = ((height, width), detections)
+    return done
+
+
 def predict_images(model: torch.nn.Module, input_path: str | Path, output: str | Path, *, mean: float, std: float,
                    device: torch.device, threshold: float = 0.5, batch_size: int = 8, tile_size: int | None = 1024,
                    tile_overlap: int = 64, pad_always: bool = False, recursive: bool = False, strict: bool = False,
@@ -156,29 +214,8 @@ def predict_images(model: torch.nn.Module, input_path: str | Path, output: str |
     started = time.perf_counter()
     output = Path(output)
     root, files = find_images(Path(input_path), recursive, exclude=output)
-    skipped: list[dict[str, str]] = []
-
-    def skip(item: _Input, reason: str) -> None:
-        if strict:
-            raise BadInputError(f"{item.path}: {reason} (strict=true; strict=false skips such files)")
-        log.warning("skipping %s: %s", item.path, reason)
-        skipped.append({"file": str(item.path), "reason": reason})
-
-    items, taken = [], {}
-    for path in files:
-        item = _Input(path, path.relative_to(root).as_posix())
-        # a.png and a.tif of one folder would write the same output files
-        stem = str(Path(item.name).with_suffix(""))
-        if stem in taken:
-            skip(item, f"its outputs would overwrite those of {taken[stem]} (same name, other extension)")
-            continue
-        try:
-            item.sample = _probe(item)
-        except DECODE_ERRORS as err:
-            skip(item, f"cannot read image: {err}")
-            continue
-        taken[stem] = item.name
-        items.append(item)
+    skips = _Skips(strict)
+    items = _readable_inputs(root, files, skips)
 
     predict = model_predictor(model, device, tile_size, tile_overlap)
     bar = progress(len(files)) if progress else None
@@ -186,21 +223,9 @@ def predict_images(model: torch.nn.Module, input_path: str | Path, output: str |
         bar.update(len(files) - len(items))
     done: dict[str, tuple[tuple[int, int], list[Detection]]] = {}
     for group in _batches(items, batch_size, tile_size):
-        dataset = FullImageDataset([item.sample for item in group], mean, std)
-        loaded = []
-        for index, item in enumerate(group):
-            try:
-                loaded.append(dataset[index])
-            except DECODE_ERRORS as err:  # a truncated file fails only when its pixels are read
-                skip(item, f"cannot decode image: {err}")
+        loaded = _decoded(group, mean, std, skips)
         if loaded:
-            batch = pad_collate(loaded, always=pad_always)
-            probs = predict(batch).float().cpu()
-            for i, (name, (height, width)) in enumerate(zip(batch["name"], batch["valid_hw"].tolist(), strict=True)):
-                prob = probs[i, 0, :height, :width].numpy()
-                detections = _write_image(output, name, batch["image"][i, 0, :height, :width].numpy(), prob,
-                                          threshold)
-                done[name] = ((height, width), detections)
+            done.update(_predict_batch(predict, pad_collate(loaded, always=pad_always), output, threshold))
         if bar is not None:
             bar.update(len(group))
     if bar is not None:
@@ -212,8 +237,8 @@ def predict_images(model: torch.nn.Module, input_path: str | Path, output: str |
     summary = (run_info or {}) | {
         "input": str(input_path), "output": str(output), "threshold": threshold, "mean": mean, "std": std,
         "tile_size": tile_size, "tile_overlap": tile_overlap, "device": str(device),
-        "images_done": len(done), "images_skipped": len(skipped), "detections": len(detections),
-        "seconds": round(time.perf_counter() - started, 3), "skipped": skipped,
+        "images_done": len(done), "images_skipped": len(skips.files), "detections": len(detections),
+        "seconds": round(time.perf_counter() - started, 3), "skipped": skips.files,
         "images": [{"image": name, "height": done[name][0][0], "width": done[name][0][1],
                     "detections": len(done[name][1])} for name in ordered]}
     write_text_atomic(output / "summary.json", json.dumps(summary, indent=2) + "\n")

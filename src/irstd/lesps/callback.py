@@ -20,10 +20,10 @@ from pytorch_lightning.utilities import rank_zero_only
 from irstd.data.label_bank import LabelBank
 from irstd.data.protocols import LabelSource
 from irstd.data.sources import Sample
-from irstd.data.transforms import pad_bottom_right
 from irstd.labels.start import StartRule, build_start_rule
 from irstd.lesps.evolution import evolve_labels
 from irstd.losses import focal_loss
+from irstd.ops.padding import pad_bottom_right
 from irstd.ops.regions import valid_region
 from irstd.utils.files import atomic_write
 

@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 
 from irstd.data.protocols import LabelSource
-from irstd.data.transforms import pad_bottom_right
 from irstd.labels.start import StartRule
 from irstd.labels.update.pal import (
     AdmissionSchedule,
@@ -29,6 +28,7 @@ from irstd.labels.update.pal import (
     pal_update,
 )
 from irstd.lesps.callback import LabelUpdateCallback, planned_epochs
+from irstd.ops.padding import pad_bottom_right
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from irstd.data.transforms import pad_bottom_right, padded_size
+from irstd.ops.padding import pad_bottom_right, padded_size
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -70,7 +70,7 @@ def _declared_keys(path: Path, jobs: list[Run]) -> list[str]:
 
 def _swept_keys(path: Path, jobs: list[Run]) -> list[str]:
     """The sweeper's declared keys, then every other override key whose value differs between jobs (a sweep given
-    on the command line: `lesps.f=2,5`)."""
+    on the command line: `label_update.f=2,5`)."""
     keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
     varying = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
     return list(dict.fromkeys(_declared_keys(path, jobs) + varying))

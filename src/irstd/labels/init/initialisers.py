@@ -19,9 +19,10 @@ import torch.nn.functional as F
 
 
 class PointLabels:
-    """Round 0 = the point labels themselves (LESPS, PAL)."""
+    """Round 0 = the labels read, as they are: the points (LESPS, PAL), or the masks for full supervision."""
 
     name = "points"
+    grows_from_points = False
 
     def initialise(self, images: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(point, dtype=np.float32) for point in points]
@@ -31,6 +32,8 @@ class _BatchedMasks:
     """Pads chunks of images to one size and grows their points into masks with a batched tensor function."""
 
     name = "batched"
+    # what it grows must be points: masks (label=full) would make it grow masks from masks
+    grows_from_points = True
 
     def __init__(self, function: Callable[..., torch.Tensor], params: dict[str, Any], device: str = "auto",
                  chunk: int = 16):
