@@ -8,7 +8,6 @@ The first point is the labels before the first round (the point labels).
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -16,16 +15,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from irstd.results.runs import read_rounds  # noqa: E402
+from irstd.utils.run_layout import ROUNDS_FILE  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    with open(args.run_dir / "lesps_rounds.csv") as handle:
-        rounds = list(csv.DictReader(handle))
+    rounds = read_rounds(args.run_dir)
     if not rounds:
-        raise SystemExit(f"{args.run_dir / 'lesps_rounds.csv'} has no rounds")
+        raise SystemExit(f"{args.run_dir / ROUNDS_FILE} is missing or has no rounds")
     epochs = [int(rounds[0]["epoch"])] + [int(r["epoch"]) + 1 for r in rounds]
     iou = [float(rounds[0]["label_iou_before"])] + [float(r["label_iou"]) for r in rounds]
     pa = [float(rounds[0]["label_pa_before"])] + [float(r["label_pa"]) for r in rounds]

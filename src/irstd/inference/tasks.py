@@ -34,6 +34,7 @@ from irstd.training.module import IRSTDModule
 from irstd.training.run_dir import save_resolved_config, seed_from_config
 from irstd.utils.device import resolve_device
 from irstd.utils.files import write_text_atomic
+from irstd.utils.run_layout import METRICS_FILE
 
 log = logging.getLogger("irstd")
 
@@ -118,7 +119,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "seconds_per_image": sum(seconds) / max(len(samples), 1),
         "dataset": str(datamodule.root), "split": f"test_{datamodule.hparams.split}",
         "size_mismatch": datamodule.policies.size_mismatch}
-    write_text_atomic(output_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(output_dir / METRICS_FILE, json.dumps(record, indent=2) + "\n")
     if curves is not None:
         save_roc(curves, output_dir, name)
     print(table)

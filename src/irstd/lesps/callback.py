@@ -26,6 +26,7 @@ from irstd.losses import focal_loss
 from irstd.ops.padding import pad_bottom_right
 from irstd.ops.regions import valid_region
 from irstd.utils.files import atomic_write
+from irstd.utils.run_layout import ROUNDS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ class LabelUpdateCallback(pl.Callback):
 
     @rank_zero_only
     def _write_round(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
-        path = self._run_dir(trainer) / "lesps_rounds.csv"
+        path = self._run_dir(trainer) / ROUNDS_FILE
         previous = path.read_text() if path.is_file() else ""
         rows = [row for row in csv.DictReader(io.StringIO(previous)) if int(row["round"]) < record["round"]]
         buffer = io.StringIO()

@@ -21,11 +21,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from irstd.utils.run_layout import METRICS_FILE, RESOLVED_CONFIG_FILE, ROUNDS_FILE
+
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 # the resolved config first; the unresolved one Hydra writes at the start stands in when a job died before
-CONFIG_FILES = ("config_resolved.yaml", ".hydra/config.yaml")
-METRICS_FILE = "metrics.json"
-ROUNDS_FILE = "lesps_rounds.csv"
+CONFIG_FILES = (RESOLVED_CONFIG_FILE, ".hydra/config.yaml")
 TEST_METRICS = ("test/iou", "test/niou", "test/pd", "test/fa")
 FINISHED, FAILED, MISSING_METRICS = "finished", "failed", "missing metrics"
 # label_update=none: the labels stay as round 0 made them

@@ -19,6 +19,7 @@ from irstd.training.ddp import release_distributed
 from irstd.training.loggers import finish_loggers, instantiate_group, instantiate_loggers
 from irstd.training.run_dir import save_resolved_config, seed_from_config, write_metrics
 from irstd.utils.files import load_torch_file
+from irstd.utils.run_layout import METRICS_FILE
 
 log = logging.getLogger("irstd")
 
@@ -57,7 +58,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             trainer.test(model, datamodule=datamodule)
             metrics.update(trainer.callback_metrics)
         if trainer.is_global_zero:
-            metrics = write_metrics(metrics, output_dir / "metrics.json")
+            metrics = write_metrics(metrics, output_dir / METRICS_FILE)
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -13,10 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from irstd.utils.files import write_text_atomic
+from irstd.utils.run_layout import RESOLVED_CONFIG_FILE
 
 
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> Path:
-    path = output_dir / "config_resolved.yaml"
+    path = output_dir / RESOLVED_CONFIG_FILE
     write_text_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
