@@ -120,10 +120,10 @@ def test_override_values_are_quoted_for_hydra():
 
 
 def test_pal_under_ddp_admits_and_commits_like_a_single_process(odd_dataset, tmp_path):
-    """PAL's easy set and first admission round gather every rank's shard: the committed labels and the admitted
-    images of a 2-rank run equal those of one process trained on the same weights."""
-    pal = [*ddp_overrides(odd_dataset), "label_update=pal", "label_update.initial_tolerance=1.0",
-           "trainer.max_epochs=2"]
+    """A round-0 initialiser and PAL's easy set under 2 ranks: round 0 and the easy-set round equal one process's,
+    and every later round covers every image once."""
+    pal = [*ddp_overrides(odd_dataset), "label_init=clustering", "label_init.trials=4", "label_update=pal",
+           "label_update.initial_tolerance=1.0", "trainer.max_epochs=2"]
     runs = {}
     for name, trainer in (("single", "trainer=cpu"), ("ddp", "trainer=ddp_cpu")):
         run_dir = tmp_path / name
@@ -131,6 +131,9 @@ def test_pal_under_ddp_admits_and_commits_like_a_single_process(odd_dataset, tmp
         runs[name] = LabelBank(run_dir / "label_bank")
         assert not list((run_dir / "label_bank" / ".shards").glob("*")), "shard files are cleaned up"
     single, ddp = runs["single"], runs["ddp"]
+    # round 0, grown from the points by rank 0 before training, is the single process's
+    assert ddp.round_meta(0)["label_init"] == "clustering"
+    assert all(np.array_equal(single.read_round(0)[n], ddp.read_round(0)[n]) for n in single.names())
     # round 1 is the easy set, made before any training step: the same whatever the number of ranks
     assert single.round_meta(1)["epoch"] == ddp.round_meta(1)["epoch"] == -1
     assert all(np.array_equal(single.read_round(1)[n], ddp.read_round(1)[n]) for n in single.names())
