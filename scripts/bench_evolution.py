@@ -19,12 +19,12 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchutil import wall_times  # a sibling script: python puts scripts/ on the path
 from scipy import ndimage
 
 from irstd.data.datamodule import HoldoutOptions, IRSTDDataModule, LoadingOptions
@@ -66,18 +66,6 @@ def released_style_round(pred: torch.Tensor, label: torch.Tensor, size: tuple[in
     return torch.max(updated, (label == 1).float())
 
 
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,7 +97,7 @@ def main() -> None:
         predictions.clear()
         predictions.extend(model.probabilities(b["image"].to(device)) for b in batches)
 
-    forward_times = timed(forward, args.repeats, device)
+    forward_times = wall_times(forward, args.repeats, device)[0]
     labels = [b["label"].to(device) for b in batches]
     sizes = [b["valid_hw"].to(device) for b in batches]
     targets = sum(int(ndimage.label(label[0, 0].cpu().numpy() > 0.5, structure=EIGHT_CONNECTED)[1])
@@ -140,9 +128,9 @@ def main() -> None:
         for pred, label, valid_hw in cpu_inputs:
             evolve_labels_reference(pred, label, valid_hw)
 
-    rows = {"forward": forward_times, "released": timed(released, args.repeats, device),
-            "spec": timed(spec, args.repeats, device), "ours (1)": timed(ours_single, args.repeats, device),
-            "ours (16)": timed(ours_batched, args.repeats, device)}
+    rows = {"forward": forward_times}
+    for name, fn in (("released", released), ("spec", spec), ("ours (1)", ours_single), ("ours (16)", ours_batched)):
+        rows[name] = wall_times(fn, args.repeats, device)[0]
     load = os.getloadavg()[0]
     print(f"# one evolution round: {len(items)} images, {targets} targets, ACM "
           f"({'released weights' if weights else 'random weights'}), device {device}, "

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import wall_times  # a sibling script: python puts scripts/ on the path
 
 from irstd.data.pseudo_labels import PseudoLabeler
 from irstd.data.sources import scan_split
@@ -60,18 +59,6 @@ def iou(masks: list[np.ndarray], truths: list[np.ndarray]) -> tuple[float, float
     return float(sum(inter) / max(sum(union), 1)), float(np.mean([i / max(u, 1) for i, u in zip(inter, union,
                                                                                              strict=True)]))
 
-
-def timed(run: Callable[[], list[np.ndarray]], repeats: int, device: torch.device) -> tuple[float, list[np.ndarray]]:
-    best, masks = float("inf"), []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        masks = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, masks
 
 
 def main() -> None:
@@ -124,8 +111,9 @@ def main() -> None:
             return [reference(image, points, valid_hw)[0, 0] > 0.5 for image, points, valid_hw in numpy_items]
 
         run_batched()  # warm-up: first calls pay for allocations and, on CUDA, kernel loading
-        batched_s, masks = timed(run_batched, args.repeats, device)
-        reference_s, reference_masks = timed(run_reference, 1, torch.device("cpu"))
+        batched_times, masks = wall_times(run_batched, args.repeats, device)
+        (reference_s,), reference_masks = wall_times(run_reference, 1, torch.device("cpu"))
+        batched_s = min(batched_times)
         differing = sum(int((a != b).sum()) for a, b in zip(masks, reference_masks, strict=True))
         quality = iou(masks, truths)
         print(f"| {name} | {batched_s * per_100:.3f} | {reference_s * per_100:.2f} | "
@@ -134,7 +122,7 @@ def main() -> None:
     if not args.only or args.only == "pseudo":
         # Table 3's fixed pseudo labels run point by point in numpy: they are their own reference
         labeler = PseudoLabeler()
-        pseudo_s, masks = timed(lambda: [labeler(image[0, 0], points[0, 0]) > 0.5
+        (pseudo_s,), masks = wall_times(lambda: [labeler(image[0, 0], points[0, 0]) > 0.5
                                          for image, points, _ in numpy_items], 1, torch.device("cpu"))
         quality = iou(masks, truths)
         print(f"| pseudo (threshold 0.5, per point) | | {pseudo_s * per_100:.2f} | | {quality[0]:.3f} | "

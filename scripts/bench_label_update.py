@@ -20,12 +20,11 @@ import argparse
 import math
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import best_time  # a sibling script: python puts scripts/ on the path
 
 from irstd.data.sources import normalization_stats, scan_split
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
@@ -64,18 +63,6 @@ def padded_batches(arrays: list[np.ndarray], multiple: int = 32) -> list[tuple[t
         batches.append((batch, torch.tensor([a.shape for a in chunk], dtype=torch.int64)))
     return batches
 
-
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def random_crops(images: list[np.ndarray], points: list[np.ndarray], rng: np.random.Generator
@@ -134,7 +121,7 @@ def main() -> None:
         optimizer.step()
 
     train_step()  # warm-up
-    step = min(timed(train_step, 1, device) for _ in range(args.steps))
+    step = best_time(train_step, args.steps, device)
     epoch = step * math.ceil(num_images / CHUNK)
     if weights:
         load_official_weights(net, weights)  # undo the timed steps for realistic predictions
@@ -151,25 +138,21 @@ def main() -> None:
         for image, _ in inputs:  # already padded to multiples of 32
             preds.append(torch.sigmoid(final_output(net((image - mean) / std))))
 
-    rows: dict[str, float] = {"predict": timed(predict, args.repeats, device)}
-    rows["pal_update"] = timed(lambda: [pal_update(pred, label, valid_hw) for pred, label, (_, valid_hw)
-                                        in zip(preds, labels, inputs, strict=True)], args.repeats, device)
-    cpu_round = [(pred.cpu().numpy(), label.cpu().numpy(), valid_hw.numpy())
-                 for pred, label, (_, valid_hw) in zip(preds, labels, inputs, strict=True)]
-    rows["pal_update reference"] = timed(lambda: [pal_update_reference(*case) for case in cpu_round], 1, device)
+    rows: dict[str, float] = {"predict": best_time(predict, args.repeats, device)}
+    cases = [(pred, label, valid_hw) for pred, label, (_, valid_hw) in zip(preds, labels, inputs, strict=True)]
+    cpu_round = [(pred.cpu().numpy(), label.cpu().numpy(), valid_hw.numpy()) for pred, label, valid_hw in cases]
+    rows["pal_update"] = best_time(lambda: [pal_update(*case) for case in cases], args.repeats, device)
+    rows["pal_update reference"] = best_time(lambda: [pal_update_reference(*case) for case in cpu_round], 1, device)
     # LESPS's round on the same predictions, against its per-target loop written as the released code
-    rows["evolve_labels (LESPS)"] = timed(lambda: [evolve_labels(pred, label, valid_hw) for pred, label, (_, valid_hw)
-                                                   in zip(preds, labels, inputs, strict=True)], args.repeats, device)
-    rows["evolve_labels (LESPS) reference"] = timed(lambda: [evolve_labels_reference(*case) for case in cpu_round],
-                                                    1, device)
-    rows["easy set"] = timed(lambda: [easy_set_labels(image, label, valid_hw) for (image, valid_hw), label
-                                      in zip(inputs, labels, strict=True)], args.repeats, device)
-    cpu_easy = [(image.cpu().numpy(), label.cpu().numpy(), valid_hw.numpy())
-                for (image, valid_hw), label in zip(inputs, labels, strict=True)]
-    rows["easy set reference"] = timed(lambda: [easy_set_reference(*case) for case in cpu_easy], 1, device)
-    rows["admission"] = timed(lambda: [(admission_scores(pred, label, valid_hw), admitted_labels(pred, label, valid_hw))
-                                       for pred, label, (_, valid_hw) in zip(preds, labels, inputs, strict=True)],
-                              args.repeats, device)
+    rows["evolve_labels (LESPS)"] = best_time(lambda: [evolve_labels(*case) for case in cases], args.repeats, device)
+    rows["evolve_labels (LESPS) reference"] = best_time(
+        lambda: [evolve_labels_reference(*case) for case in cpu_round], 1, device)
+    easy_cases = [(image, label, valid_hw) for (image, valid_hw), label in zip(inputs, labels, strict=True)]
+    rows["easy set"] = best_time(lambda: [easy_set_labels(*case) for case in easy_cases], args.repeats, device)
+    cpu_easy = [(image.cpu().numpy(), label.cpu().numpy(), valid_hw.numpy()) for image, label, valid_hw in easy_cases]
+    rows["easy set reference"] = best_time(lambda: [easy_set_reference(*case) for case in cpu_easy], 1, device)
+    rows["admission"] = best_time(lambda: [(admission_scores(*case), admitted_labels(*case)) for case in cases],
+                                  args.repeats, device)
 
     targets = sum(int((p > 0.5).sum()) for p in points)
     print(f"# PAL label round: {num_images} training images of {root.name}, {targets} points, ACM "

@@ -1,4 +1,5 @@
-"""What the benchmarks share: one measurement in a fresh interpreter, so its peak memory is its own."""
+"""What the benchmarks share: one measurement in a fresh interpreter, so its peak memory is its own, and wall-clock
+times that wait for the GPU."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
 
 
 def run_measurement(command: list[str], label: str) -> dict | None:
@@ -19,3 +25,22 @@ def run_measurement(command: list[str], label: str) -> dict | None:
     # other processes on the cores skew the times (and oversubscribed torch threads skew them a lot): record it
     result["load_1m"] = [load_before, os.getloadavg()[0]]
     return result
+
+
+def wall_times(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[list[float], Any]:
+    """Seconds of each of `repeats` calls of `fn` (CUDA work waited for), and the last call's result."""
+    times, result = [], None
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def best_time(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+    """The fastest of `repeats` calls of `fn`, in seconds."""
+    return min(wall_times(fn, repeats, device)[0])
