@@ -230,3 +230,14 @@ def test_shipped_pal_config_is_pals_schedule(tmp_path):
     assert (pal["f"], pal["stop"], pal["initial_tolerance"], pal["decay"], pal["start"]["fraction"]) == (
         5, 0.8, 0.2, 0.97, 0.2)
     GlobalHydra.instance().clear()
+
+
+def test_pal_scales_wide_images_to_eight_bits_by_their_valid_region_only():
+    from irstd.lesps.progressive import _eight_bit
+
+    image = torch.zeros(2, 1, 4, 6)
+    image[0, 0, :2, :3] = torch.tensor([[1000.0, 2000.0, 3000.0], [1500.0, 2500.0, 1000.0]])  # 16-bit, padded
+    image[1, 0] = torch.arange(24.0).view(4, 6)  # 8-bit: left as it is
+    scaled = _eight_bit(image, torch.tensor([[2, 3], [4, 6]]))
+    assert scaled[0, 0, :2, :3].min() == 0 and scaled[0, 0, :2, :3].max() == 255  # the padding (0) set no bound
+    assert torch.equal(scaled[1], image[1])

@@ -347,7 +347,9 @@ class IRSTDDataModule(pl.LightningDataModule):
             part = samples[start:start + chunk]
             read = [sample.load_label(self.hparams.label, seed) for sample in part]
             if self.label_init is not None:
-                read = self.label_init.initialise([sample.load_image() for sample in part], read)
+                # only initialisers that grow the points read the images: round 0 = points decodes none
+                grows = getattr(self.label_init, "grows_from_points", False)
+                read = self.label_init.initialise([sample.load_image() for sample in part] if grows else None, read)
             labels.update({sample.name: label for sample, label in zip(part, read, strict=True)})
         return labels
 

@@ -10,6 +10,7 @@ training loop: the easy set before the first epoch, then rounds through `LabelUp
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from irstd.labels.update.pal import (
 )
 from irstd.lesps.callback import LabelUpdateCallback, planned_epochs
 from irstd.ops.padding import pad_bottom_right
+from irstd.ops.regions import valid_region
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,9 @@ class PALCallback(LabelUpdateCallback):
         easy_names: list[str] = []
         for batch in datamodule.evolve_dataloader(datamodule.train_scan.samples[rank::world], self.batch_size):
             native = batch["image"].to(device) * datamodule.std + datamodule.mean
-            new_labels, image_easy = easy_set_labels(_eight_bit(native), batch["label"].to(device),
-                                                     batch["valid_hw"].to(device), **self.easy_args)
+            valid_hw = batch["valid_hw"].to(device)
+            new_labels, image_easy = easy_set_labels(_eight_bit(native, valid_hw), batch["label"].to(device),
+                                                     valid_hw, **self.easy_args)
             for i, name in enumerate(batch["name"]):
                 height, width = batch["valid_hw"][i].tolist()
                 if image_easy[i]:
@@ -191,13 +194,14 @@ class PALCallback(LabelUpdateCallback):
         self._schedule_state = state_dict.get("admission")
 
 
-def _eight_bit(image: torch.Tensor) -> torch.Tensor:
-    """PAL's edge thresholds are 8-bit grey levels: wider images (16-bit) are scaled by their own range."""
-    peak = image.flatten(1).amax(1).view(-1, 1, 1, 1)
-    low = image.flatten(1).amin(1).view(-1, 1, 1, 1)
-    wide = peak > EIGHT_BIT_MAX
+def _eight_bit(image: torch.Tensor, valid_hw: torch.Tensor) -> torch.Tensor:
+    """PAL's edge thresholds are 8-bit grey levels: wider images (16-bit) are scaled by the range of their valid
+    region (the padding, at the normalisation mean, must not set it)."""
+    valid = valid_region(image.shape, valid_hw, image.device)
+    peak = image.masked_fill(~valid, -math.inf).flatten(1).amax(1).view(-1, 1, 1, 1)
+    low = image.masked_fill(~valid, math.inf).flatten(1).amin(1).view(-1, 1, 1, 1)
     scaled = (image - low) / (peak - low).clamp(min=1e-12) * EIGHT_BIT_MAX
-    return torch.where(wide, scaled, image)
+    return torch.where(peak > EIGHT_BIT_MAX, scaled, image)
 
 
 def _gather(trainer: pl.Trainer, items: list) -> list:

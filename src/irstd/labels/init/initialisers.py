@@ -5,7 +5,8 @@ once, when it creates a run's label bank, so the result is cached in the run dir
 a resumed run reads it back instead of computing it again.
 
 Each initialiser maps lists of H x W images (native units) and point maps (non-zero on the points) to H x W float32
-labels. The batched ones pad `chunk` images to a common size and call their tensor function on `device`.
+labels (`grows_from_points = False` initialisers get no images). The batched ones pad `chunk` images to a common
+size and call their tensor function on `device`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class PointLabels:
     name = "points"
     grows_from_points = False
 
-    def initialise(self, images: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def initialise(self, images: Sequence[np.ndarray] | None, points: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The labels as they are; the images are not needed (the DataModule passes None)."""
         return [np.asarray(point, dtype=np.float32) for point in points]
 
 
