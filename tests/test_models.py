@@ -44,3 +44,37 @@ def test_a_registered_backbone_is_built_by_name(monkeypatch):
     assert "tiny_unet" in available_backbones()
     net = build_backbone("tiny_unet", width=2, depth=1)
     assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+SMALL_BACKBONES = {
+    "acm": {"layers": [1, 1, 1], "channels": [4, 8, 16, 32]},
+    "alcnet": {"layers": [1, 1, 1], "channels": [4, 8, 16, 32]},
+    "dnanet": {"channels": [4, 8, 16, 32, 64], "num_blocks": [1, 1, 1, 1]},
+    "unet": {"width": 4, "depth": 2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_BACKBONES))
+def test_output_prior_sets_every_logit_layer_and_the_logits_follow(name):
+    from irstd.training.module import IRSTDModule
+
+    torch.manual_seed(0)
+    module = IRSTDModule({"name": name, **SMALL_BACKBONES[name]}, output_prior=0.001)
+    layers = module.net.logit_layers()
+    assert layers, name
+    for layer in layers:
+        torch.testing.assert_close(layer.bias, torch.full_like(layer.bias, torch.logit(torch.tensor(0.001)).item()))
+    module.eval()
+    with torch.no_grad():
+        probs = module.probabilities(torch.randn(2, 1, 32, 32))
+    # only the bias is set: the features still vary the logits, but the map starts far below 0.5
+    assert probs.median() < 0.05, (name, probs.median())
+
+
+def test_output_prior_must_be_a_probability_and_needs_declared_logit_layers():
+    from irstd.models import set_output_prior
+
+    with pytest.raises(ValueError, match="output_prior"):
+        set_output_prior(build_backbone("unet", width=4, depth=2), 1.0)
+    with pytest.raises(ValueError, match="logit_layers"):
+        set_output_prior(torch.nn.Conv2d(1, 1, 1), 0.01)

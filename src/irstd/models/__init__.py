@@ -8,6 +8,9 @@ logit maps in training mode (the loss sums over them) and one map in eval mode.
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from irstd.registry import Registry
@@ -37,3 +40,18 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 def final_output(output: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
     """A backbone's final map: the last deep-supervision head (what it returns in eval mode), or its only map."""
     return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+def set_output_prior(net: nn.Module, prior: float) -> None:
+    """Start every logit map at probability `prior` (RetinaNet's init, Lin et al. 2017): the biases of the
+    backbone's `logit_layers()` become logit(prior). Targets cover about 0.1 % of an infrared frame; from the
+    default init (probability ~0.5 everywhere) a network spends its first hundreds of steps unlearning an
+    all-target map, and under a soft IoU loss it hardly leaves it (docs/labels/recipes.md)."""
+    if not 0 < prior < 1:
+        raise ValueError(f"model.output_prior must lie in (0, 1), got {prior}")
+    layers = getattr(net, "logit_layers", None)
+    if layers is None:
+        raise ValueError(f"{type(net).__name__} declares no logit_layers(), so model.output_prior cannot be set")
+    with torch.no_grad():
+        for layer in layers():
+            layer.bias.fill_(math.log(prior / (1 - prior)))

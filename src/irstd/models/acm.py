@@ -43,6 +43,10 @@ class ACM(nn.Module):
         self.fuse1 = AsymBiFusion(channels[1])
         self.head = FCNHead(channels[1])
 
+    def logit_layers(self) -> list[nn.Conv2d]:
+        """The convolutions whose outputs are logits (IRSTDModule's `output_prior` sets their bias)."""
+        return [self.head.block[-1]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c1 = self.layer1(self.stem(x))  # 1/4
         c2 = self.layer2(c1)  # 1/8

@@ -64,6 +64,10 @@ class ALCNet(nn.Module):
         self.fuse23 = AsymBiFusion(channels[2])
         self.fuse12 = AsymBiFusion(channels[1])
 
+    def logit_layers(self) -> list[nn.Conv2d]:
+        """The convolutions whose outputs are logits (IRSTDModule's `output_prior` sets their bias)."""
+        return [self.head.block[-1]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         c1 = self.layer1(self.stem(x))  # 1/4

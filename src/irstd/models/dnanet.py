@@ -128,6 +128,12 @@ class DNANet(nn.Module):
         else:
             self.final = nn.Conv2d(channels[0], 1, 1)
 
+    def logit_layers(self) -> list[nn.Conv2d]:
+        """The convolutions whose outputs are logits (IRSTDModule's `output_prior` sets their bias)."""
+        if not self.deep_supervision:
+            return [self.final]
+        return [getattr(self, f"final{head}") for head in range(1, DEPTH + 1)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         nodes: dict[tuple[int, int], torch.Tensor] = {(0, 0): self.conv0_0(x)}
         # Grow one level deeper, then fill that anti-diagonal from the bottom up: node (i, j) needs

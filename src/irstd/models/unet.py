@@ -43,6 +43,10 @@ class UNet(nn.Module):
         nn.init.constant_(self.head.bias, -math.log((1 - target_prior) / target_prior))
         self.pool = nn.MaxPool2d(2)
 
+    def logit_layers(self) -> list[nn.Conv2d]:
+        """The convolutions whose outputs are logits (IRSTDModule's `output_prior` sets their bias)."""
+        return [self.head]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]
         for block in self.down:

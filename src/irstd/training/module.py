@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 
 from irstd.losses import FocalLoss
 from irstd.metrics import metric_suite
-from irstd.models import build_backbone, final_output
+from irstd.models import build_backbone, final_output, set_output_prior
 
 # metric keys that count (summed over test sets) rather than measure a rate (averaged)
 COUNT_KEYS = ("targets", "found", "false_targets")
@@ -31,18 +31,22 @@ class IRSTDModule(pl.LightningModule):
         loss: the training loss on logits (the `loss` group); None: the paper's focal loss.
         weights: a released LESPS/BasicIRSTD `.pth.tar` (or a state dict of the backbone) loaded into the
             backbone with an exact key mapping; not stored in checkpoints, which carry the weights themselves.
+        output_prior: the initial target probability of every pixel (the logit layers' bias); None: the
+            layers' default init, as the released code.
     """
 
     def __init__(self, backbone: Mapping[str, Any], optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "epoch",
                  threshold: float = 0.5, loss: torch.nn.Module | None = None,
-                 weights: str | None = None):
+                 weights: str | None = None, output_prior: float | None = None):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         backbone = dict(backbone)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "weights", "loss"])
         self.net = build_backbone(**backbone)
+        if output_prior is not None:
+            set_output_prior(self.net, output_prior)
         if weights:
             from irstd.models.weights import load_official_weights
 
