@@ -36,4 +36,13 @@ def milestones(total: int, *fractions: float) -> list[int]:
     return [round(total * fraction) for fraction in fractions]
 
 
+def basename(path: str) -> str:
+    """The name of the folder `path` points at, resolved (`.`, `..`, symlinks, a trailing slash): the split name
+    `irstd-data split ROOT` writes by default, so `${irstd.basename:${data.root}}` finds its files."""
+    if not str(path).strip():
+        raise ValueError("irstd.basename needs a path (data.root), got an empty one")
+    return Path(path).expanduser().resolve().name
+
+
 OmegaConf.register_new_resolver("irstd.milestones", milestones, replace=True)
+OmegaConf.register_new_resolver("irstd.basename", basename, replace=True)

@@ -20,12 +20,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from irstd.data.datasets import EpochSampler, FullImageDataset, PadCollate, TrainDataset
 from irstd.data.label_bank import LabelBank
 from irstd.data.sources import (
+    AUTO_LABEL,
     BAD_FILE_POLICIES,
     MISMATCH_POLICIES,
     DatasetError,
     Sample,
     SplitScan,
     normalization_stats,
+    resolve_label_kind,
     scan_split,
 )
 from irstd.utils.files import load_torch_file, write_text_atomic
@@ -165,7 +167,9 @@ class IRSTDDataModule(pl.LightningDataModule):
     Args:
         root: dataset folder (`images/`, `masks/`, `img_idx/`).
         split: the `X` of `img_idx/train_X.txt` / `img_idx/test_X.txt`.
-        label: the labels read from the dataset: full | centroid | coarse | xml | centroid_png | coarse_png.
+        label: the labels read from the dataset: full | centroid | coarse | xml | centroid_png | coarse_png | clicks,
+            or auto: centroid when the dataset has masks/, else clicks when it has clicks.json (resolved once, at
+            setup, into `label_kind`; a resumed run keeps the kind its label bank was made from).
         label_options: the whole `label` config; its `seed` seeds the coarse-point draw (same seed, same
             points; default 0).
         label_init: the round-0 initialiser (the `label_init` group: `irstd.labels.init.initialisers`, or any
@@ -220,6 +224,10 @@ class IRSTDDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.mean, self.std = mean, std
         self.bank: LabelBank | None = None
+        # the label kind trained from: `label`, with auto resolved at setup
+        self.label_kind: str | None = None if label == AUTO_LABEL else label
+        # whether the dataset has masks/ to score predictions and labels against; known after setup
+        self.has_masks: bool | None = None
         # indices into train_scan.samples that training epochs draw from (None: all); set by label-update rules
         # that train on part of the set (PAL), read by the sampler at the start of every epoch
         self.train_subset: list[int] | None = None
@@ -247,20 +255,51 @@ class IRSTDDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_scan is None:
-            self.train_scan, self.val_scan = self._hold_out(self._scan("train", self.hparams.label, need_masks=False))
+            self.label_kind = self._resolve_label()
+            scan = self._scan("train", self.label_kind, need_masks=False)
+            self.has_masks = scan.masks_available
+            if not scan.masks_available:
+                self._skip_scoring()
+            self.train_scan, self.val_scan = self._hold_out(scan)
             self._setup_normalization()
             self._setup_bank()
         validates_on_test = (stage in ("fit", "validate") and self.holdout.split == "test"
-                             and not self.holdout.fraction)
+                             and not self.holdout.fraction and self.has_masks is not False)
         if (stage in ("test", None) or validates_on_test) and not self.test_scans:
             self.test_scans = {name: self._scan("test", None, need_masks=False, split=name)
                                for name in self.test_set_names}
-            if not next(iter(self.test_scans.values())).masks_available:
-                log.warning("dataset %s has no masks/: evaluation and label-quality metrics are "
-                            "skipped", self.root)
+            self.has_masks = next(iter(self.test_scans.values())).masks_available
         if self.mean is None:
             raise DatasetError("normalisation statistics are unknown: set data.mean and data.std "
                                "(the training statistics of the checkpoint's run)")
+
+    def _resolve_label(self) -> str:
+        """`label`, or what `label=auto` stands for: on resume, the kind the label bank was made from."""
+        if self.label_kind is not None:
+            return self.label_kind
+        if self.hparams.bank_dir is not None:
+            bank = LabelBank(self.hparams.bank_dir, keep=self.hparams.bank_keep)
+            recorded = bank.round_meta(0).get("label") if bank.exists() else None
+            if recorded is not None:
+                log.info("label=auto: label=%s, as the label bank %s was made from", recorded, bank.root)
+                return recorded
+        kind = resolve_label_kind(self.root, AUTO_LABEL)
+        why = "it has masks/" if kind == "centroid" else "it has clicks.json and no masks/"
+        log.info("label=auto: training from label=%s: %s in %s", kind, why, self.root)
+        return kind
+
+    def _skip_scoring(self) -> None:
+        """Turn validation off for a training set without masks, with one warning: what is skipped, why, and what
+        to run instead."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # Lightning's way to turn validation off: an empty loader would also work, with a warning of its own
+            trainer.limit_val_batches = 0
+        log.warning("dataset %s has no masks/, so nothing can score predictions or labels: validation and testing "
+                    "are skipped (a held-out part of the training split could not be scored either: "
+                    "data.holdout.fraction holds nothing out, select=best has nothing to choose by), and label-quality "
+                    "metrics are left out. See what the model finds with irstd-predict "
+                    "ckpt_path=RUN/checkpoints/last.ckpt input=FOLDER output=OUT", self.root)
 
     @property
     def test_set_names(self) -> list[str]:
@@ -283,10 +322,8 @@ class IRSTDDataModule(pl.LightningDataModule):
         normalisation and fills the label bank.
         """
         fraction = self.holdout.fraction
-        if not fraction:
+        if not fraction or not scan.masks_available:
             return scan, None
-        if not scan.masks_available:
-            raise DatasetError(f"data.holdout.fraction={fraction} needs masks/ in {self.root} to validate against")
         count = len(scan.samples)
         if count < 2:
             raise DatasetError(f"data.holdout.fraction={fraction} needs at least 2 training images, {scan.split_file} "
@@ -330,9 +367,14 @@ class IRSTDDataModule(pl.LightningDataModule):
         names = [s.name for s in self.train_scan.samples]
         if self._is_global_zero() and not self.bank.exists():
             self.bank.initialize(self._round0_labels(), meta={
-                "label": self.hparams.label, "label_init": getattr(self.label_init, "name", None),
+                "label": self.label_kind, "label_init": getattr(self.label_init, "name", None),
                 "root": str(self.root), "split": self.hparams.split, "epoch": 0})
         self._barrier()
+        recorded = self.bank.round_meta(0).get("label")
+        if recorded not in (None, self.label_kind):
+            raise DatasetError(f"label bank {self.bank.root} was made from label={recorded}, but this run trains "
+                               f"from label={self.label_kind}: resume with label={recorded} (or label=auto), or "
+                               "start a new run directory")
         if self.bank.names() != names:
             raise DatasetError(f"label bank {self.bank.root} was made for another training set "
                                f"({len(self.bank.names())} images vs {len(names)} now); "
@@ -345,7 +387,7 @@ class IRSTDDataModule(pl.LightningDataModule):
         samples = self.train_scan.samples
         for start in self._progress(range(0, len(samples), chunk), "round-0 labels"):
             part = samples[start:start + chunk]
-            read = [sample.load_label(self.hparams.label, seed) for sample in part]
+            read = [sample.load_label(self.label_kind, seed) for sample in part]
             if self.label_init is not None:
                 # only initialisers that grow the points read the images: round 0 = points decodes none
                 grows = getattr(self.label_init, "grows_from_points", False)
@@ -420,7 +462,7 @@ class IRSTDDataModule(pl.LightningDataModule):
 
     # ---- checkpoint state: the round trained against and the statistics --------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {"mean": self.mean, "std": self.std}
+        state = {"mean": self.mean, "std": self.std, "label": self.label_kind}
         if self.bank is not None and self.bank.exists():
             state["label_round"] = self.bank.current_round()
             state["bank_dir"] = str(self.bank.root.resolve())
@@ -449,6 +491,10 @@ class IRSTDDataModule(pl.LightningDataModule):
         log.info("resuming with a copy of the label bank %s", source)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        recorded = state.get("label")
+        if recorded is not None and self.label_kind is not None and recorded != self.label_kind:
+            raise DatasetError(f"the checkpoint trained from label={recorded}, this run from label={self.label_kind}: "
+                               f"resume with label={recorded} (or label=auto)")
         self.mean, self.std = state["mean"], state["std"]
         if "label_round" in state and self.bank is not None:
             if self._is_global_zero() and self.bank.current_round() != state["label_round"]:

@@ -5,6 +5,7 @@
     ROOT/masks_centroid/NAME.png    official point labels (optional)
     ROOT/masks_coarse/NAME.png
     ROOT/points_xml/NAME.xml        human centroid annotations (optional)
+    ROOT/clicks.json                point clicks imported from an annotation tool (optional)
     ROOT/img_idx/train_X.txt        split files, one name per line
     ROOT/img_idx/test_X.txt
 
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".ppm")
 MISMATCH_POLICIES = ("resize", "crop", "skip", "error")
 BAD_FILE_POLICIES = ("error", "skip")
-LABEL_KINDS = ("full", "centroid", "coarse", "xml", "centroid_png", "coarse_png")
+LABEL_KINDS = ("full", "centroid", "coarse", "xml", "centroid_png", "coarse_png", "clicks")
+# `label=auto`: one of LABEL_KINDS, chosen from what the dataset holds (`resolve_label_kind`)
+AUTO_LABEL = "auto"
 POINT_PNG_FOLDERS = {"centroid_png": "masks_centroid", "coarse_png": "masks_coarse"}
 # PIL modes that already hold one channel of integers or floats wider than 8 bits.
 _WIDE_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
@@ -147,6 +150,9 @@ class Sample:
     mask_action: str = "none"
     point_png: Path | None = None
     xml: Path | None = None
+    # label=clicks: the image's (x, y) clicks and the file they came from
+    clicks: list[tuple[float, float]] | None = None
+    clicks_file: Path | None = None
 
     def load_image(self) -> np.ndarray:
         return decode_image(self.image)
@@ -168,6 +174,8 @@ class Sample:
             return pts.points_to_map(pts.coarse_points(self.load_mask(), seed=seed, name=self.name), shape)
         if kind == "xml":
             return pts.points_to_map(self.xml_points(), shape)
+        if kind == "clicks":
+            return pts.points_to_map(self.click_points(), shape)
         if kind in POINT_PNG_FOLDERS:
             point_map = decode_image(self.point_png) > 0
             points = pts.map_to_points(point_map)
@@ -186,6 +194,23 @@ class Sample:
         # Only a file without <size> can point outside its image: <size> clips its points.
         hint = "" if annotation.width is not None else "; the file has no <size> to rescale or clip its points to"
         return self._on_image(points, self.xml, hint)
+
+    def click_points(self) -> np.ndarray:
+        """The (row, col) points of this image's clicks; DatasetError naming the clicks file and the image when
+        some fall outside the image."""
+        try:
+            return self._click_points()
+        except ValueError as err:
+            raise DatasetError(f"{self.clicks_file}: {err}") from err
+
+    def _click_points(self) -> np.ndarray:
+        from irstd.data.clicks import clicks_to_points
+
+        try:
+            return clicks_to_points(self.clicks, self.image_hw)
+        except ValueError as err:
+            height, width = self.image_hw
+            raise ValueError(f"{err} (image {self.image}, which is {width}x{height} (WxH))") from err
 
     def _on_image(self, points: np.ndarray, source: Path, hint: str = "") -> np.ndarray:
         """`points`, or DatasetError naming the annotation file and the image when some fall outside the image."""
@@ -227,6 +252,35 @@ def split_file_path(root: Path, stage: str, split: str) -> Path:
     return root / "img_idx" / f"{stage}_{split}.txt"
 
 
+def _require_root(root: Path) -> None:
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist (set data.root to a folder with images/, "
+                           "masks/ and img_idx/)")
+
+
+def resolve_label_kind(root: str | Path, kind: str) -> str:
+    """The label kind to train from: `kind` itself, or for `label=auto` the one the dataset holds.
+
+    masks/ -> centroid (the paper's default), else clicks.json -> clicks; a dataset with neither is a
+    DatasetError naming the root and what would make it trainable.
+    """
+    if kind != AUTO_LABEL:
+        return kind
+    root = Path(root)
+    _require_root(root)
+    if (root / "masks").is_dir():
+        return "centroid"
+    # imported here, not at the top: irstd.data.clicks imports DatasetError from this module
+    from irstd.data.clicks import CLICKS_FILE
+
+    if (root / CLICKS_FILE).is_file():
+        return "clicks"
+    raise DatasetError(f"label=auto: dataset {root} has nothing to train from: neither masks/ (pixel masks, "
+                       f"label=centroid) nor {CLICKS_FILE} (point clicks, label=clicks). Add masks/, import "
+                       f"clicks with `irstd-data import`, or put annotations in points_xml/ and set label=xml "
+                       "(masks_centroid/ or masks_coarse/ PNGs: label=centroid_png or coarse_png)")
+
+
 def _probe(path: Path) -> tuple[tuple[int, int], str, np.ndarray]:
     """Decode a file fully (a truncated PNG only fails when its pixels are read)."""
     if path.stat().st_size == 0:
@@ -256,20 +310,21 @@ def scan_split(root: str | Path, stage: str, split: str, *, label: str | None = 
         raise ValueError(f"data.policies.size_mismatch must be one of {MISMATCH_POLICIES}, got {size_mismatch!r}")
     if label is not None and label not in LABEL_KINDS:
         raise ValueError(f"label must be one of {LABEL_KINDS}, got {label!r}")
-    if not root.is_dir():
-        raise DatasetError(f"dataset root {root} does not exist (set data.root to a folder with images/, "
-                           "masks/ and img_idx/)")
+    _require_root(root)
     split_file = split_file_path(root, stage, split)
     if not split_file.is_file():
-        found = sorted(p.name for p in (root / "img_idx").glob("*.txt")) if (root / "img_idx").is_dir() else []
-        raise DatasetError(f"split file {split_file} not found (data.split={split!r}); "
-                           f"split files in {root / 'img_idx'}: {found or 'none'}")
+        raise DatasetError(_missing_split_message(root, split_file, split))
     scan = SplitScan(root=root, split_file=split_file)
     masks_needed = need_masks or label in ("full", "centroid", "coarse")
     scan.masks_available = (root / "masks").is_dir()
     if masks_needed and not scan.masks_available:
         raise DatasetError(f"dataset {root} has no masks/ folder, which label={label} needs; "
-                           "use label=xml, centroid_png or coarse_png, or add the masks")
+                           "use label=clicks, xml, centroid_png or coarse_png, or add the masks")
+    clicks = None
+    if label == "clicks":
+        from irstd.data.clicks import read_clicks
+
+        clicks = read_clicks(root)
 
     names = read_split_file(split_file)
     if not names:
@@ -280,7 +335,7 @@ def scan_split(root: str | Path, stage: str, split: str, *, label: str | None = 
             scan.problems.append(Problem(str(split_file), f"{name} is listed twice; using it once", fatal=False))
             continue
         seen.add(name)
-        sample = _scan_sample(root, name, scan, label, masks_needed, size_mismatch, aspect_tolerance)
+        sample = _scan_sample(root, name, scan, label, masks_needed, size_mismatch, aspect_tolerance, clicks)
         if sample is not None:
             scan.samples.append(sample)
 
@@ -293,8 +348,19 @@ def scan_split(root: str | Path, stage: str, split: str, *, label: str | None = 
     return scan
 
 
+def _missing_split_message(root: Path, split_file: Path, split: str) -> str:
+    found = sorted(p.name for p in (root / "img_idx").glob("*.txt")) if (root / "img_idx").is_dir() else []
+    folder = root.resolve().name
+    # `irstd-data split` names the files after the folder
+    named = "" if split == folder else f", named after the folder (train_{folder}.txt: then set data.split={folder})"
+    listed = ", or set data.split to one listed" if found else ""
+    return (f"split file {split_file} not found (data.split={split!r}); split files in {root / 'img_idx'}: "
+            f"{found or 'none'}. Make them with `irstd-data split {root} --test 0.2`{named}{listed}")
+
+
 def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, masks_needed: bool,
-                 size_mismatch: str, aspect_tolerance: float) -> Sample | None:
+                 size_mismatch: str, aspect_tolerance: float,
+                 clicks: dict[str, list[tuple[float, float]]] | None = None) -> Sample | None:
     image_path = find_file(root / "images", name)
     if image_path is None:
         scan.problems.append(Problem(str(root / "images" / name), "image file not found"))
@@ -332,17 +398,27 @@ def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, mask
                                              f"(data.policies.size_mismatch={size_mismatch})", fatal=False))
             sample.mask, sample.mask_hw, sample.mask_action = mask_path, mask_hw, action
 
+    if not _attach_points(root, name, sample, scan, label, clicks):
+        return None
+    scan.image_means.append(float(array.mean(dtype=np.float64)))
+    scan.image_stds.append(float(array.std(dtype=np.float64)))
+    return sample
+
+
+def _attach_points(root: Path, name: str, sample: Sample, scan: SplitScan, label: str | None,
+                   clicks: dict[str, list[tuple[float, float]]] | None) -> bool:
+    """Find and check the point-label file of `label` for `sample`; False (and a Problem) when it is unusable."""
     if label in POINT_PNG_FOLDERS:
         folder = root / POINT_PNG_FOLDERS[label]
         point_path = find_file(folder, name)
         if point_path is None:
             scan.problems.append(Problem(str(folder / name), f"point label file not found (label={label})"))
-            return None
+            return False
         try:
             _probe(point_path)
         except DECODE_ERRORS as err:
             scan.problems.append(Problem(str(point_path), f"cannot decode point labels: {err}"))
-            return None
+            return False
         sample.point_png = point_path
     elif label == "xml":
         sample.xml = root / "points_xml" / f"{Path(name).stem}.xml"
@@ -350,11 +426,24 @@ def _scan_sample(root: Path, name: str, scan: SplitScan, label: str | None, mask
             sample.xml_points()
         except (OSError, ValueError) as err:
             scan.problems.append(Problem(str(sample.xml), f"bad point annotation: {err}"))
-            return None
+            return False
+    elif label == "clicks":
+        from irstd.data.clicks import CLICKS_FILE
 
-    scan.image_means.append(float(array.mean(dtype=np.float64)))
-    scan.image_stds.append(float(array.std(dtype=np.float64)))
-    return sample
+        sample.clicks_file = root / CLICKS_FILE
+        key = sample.image.relative_to(root / "images").as_posix()
+        if key not in clicks:
+            scan.problems.append(Problem(str(sample.clicks_file), f"no entry for image {sample.image} (key {key!r}); "
+                                         "add it (an empty list marks a frame without targets) or leave the image "
+                                         "out of the split"))
+            return False
+        sample.clicks = clicks[key]
+        try:
+            sample._click_points()
+        except ValueError as err:
+            scan.problems.append(Problem(str(sample.clicks_file), str(err)))
+            return False
+    return True
 
 
 def normalization_stats(scan: SplitScan) -> tuple[float, float]:

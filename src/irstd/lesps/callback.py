@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 ROUND_FIELDS = ("round", "epoch", "forward_s", "evolve_s", "labelled_pixels", "label_pa", "label_iou", "lossd",
                 "loss_before", "loss_after", "label_pa_before", "label_iou_before")
+# the columns that score labels against masks: left out of a round of a dataset without masks
+QUALITY_FIELDS = ("label_pa", "label_iou", "label_pa_before", "label_iou_before")
 
 
 class LabelUpdateCallback(pl.Callback):
@@ -49,7 +51,8 @@ class LabelUpdateCallback(pl.Callback):
     forward pass and in evolution, labelled pixels (>= 0.5), the PA and IoU of the evolved labels (>= 0.5)
     against the masks when they exist, and lossd = |focal loss of the predictions against the labels after
     the update minus before| (the paper's supplement, Fig. III), and the PA/IoU of the labels before the
-    update (round 0's point labels at the first round). A panel per round (`lesps/round_NNNN.png`)
+    update (round 0's point labels at the first round); without masks the PA/IoU columns are left out, not
+    written as NaN. A panel per round (`lesps/round_NNNN.png`)
     shows a fixed set of targets: image, ground truth, label, prediction.
 
     Every epoch it also logs `labels/label_pa` and `labels/label_iou`: the current labels against the masks
@@ -158,6 +161,8 @@ class LabelUpdateCallback(pl.Callback):
             "loss_before": float(sums[0]), "loss_after": float(sums[1]),
             "label_pa_before": before[0], "label_iou_before": before[1],
         }
+        if quality[0, 5] == 0:
+            record = {key: value for key, value in record.items() if key not in QUALITY_FIELDS}
         pl_module.log_dict({f"lesps/{k}": float(v) for k, v in record.items()}, on_epoch=True)
         self._write_round(trainer, record)
         self._write_panel(trainer, pl_module, round_index)
@@ -248,7 +253,8 @@ class LabelUpdateCallback(pl.Callback):
         previous = path.read_text() if path.is_file() else ""
         rows = [row for row in csv.DictReader(io.StringIO(previous)) if int(row["round"]) < record["round"]]
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=ROUND_FIELDS)
+        writer = csv.DictWriter(buffer, fieldnames=[name for name in ROUND_FIELDS if name in record],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows + [record])
         with atomic_write(path, "w") as handle:

@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from irstd.training.run_dir import with_label_kind
 from irstd.utils.files import load_torch_file
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,10 @@ class DashboardCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
+            # after the data module's setup, which resolved label=auto
+            config = with_label_kind(self.config, getattr(trainer.datamodule, "label_kind", None))
             for logger in trainer.loggers:
-                logger.log_hyperparams(self.config)
+                logger.log_hyperparams(config)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

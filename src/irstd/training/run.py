@@ -11,7 +11,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from irstd.data.datamodule import IRSTDDataModule
@@ -53,7 +53,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = dict(trainer.callback_metrics)
-        if cfg.get("test"):
+        # without masks there is nothing to test against (the data module warned at setup)
+        if cfg.get("test") and datamodule.has_masks:
             metrics |= load_selected(model, best, trainer)
             trainer.test(model, datamodule=datamodule)
             metrics.update(trainer.callback_metrics)
@@ -61,6 +62,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             metrics = write_metrics(metrics, output_dir / METRICS_FILE)
         failed = False
     finally:
+        if rank_zero_only.rank == 0 and datamodule.label_kind not in (None, OmegaConf.select(cfg, "label.kind")):
+            # label=auto resolved at setup: the run directory records the kind trained from
+            save_resolved_config(cfg, output_dir, datamodule.label_kind)
         finish_loggers(loggers, failed)
         release_distributed(trainer, failed)
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
@@ -84,8 +88,10 @@ def best_checkpoint(cfg: DictConfig) -> ModelCheckpoint | None:
                          "split: set data.holdout.fraction > 0 (e.g. 0.1) to validate on images held out of "
                          f"training, with data.holdout.split=test (got data.holdout.fraction={fraction}, "
                          f"data.holdout.split={split})")
+    # saved after validation only: without masks no validation runs, and nothing is saved or warned about
     return ModelCheckpoint(dirpath=Path(cfg.paths.output_dir) / "checkpoints", filename="best_epoch_{epoch:03d}",
-                           monitor="val/iou", mode="max", save_top_k=1, auto_insert_metric_name=False)
+                           monitor="val/iou", mode="max", save_top_k=1, auto_insert_metric_name=False,
+                           save_on_train_epoch_end=False)
 
 
 def load_selected(model: pl.LightningModule, best: ModelCheckpoint | None, trainer: pl.Trainer) -> dict[str, int]:
