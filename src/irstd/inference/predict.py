@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from scipy import ndimage
 from irstd.data.datasets import FullImageDataset, pad_collate
 from irstd.data.points import label_targets, target_stats
 from irstd.data.sources import DECODE_ERRORS, Sample
+from irstd.inference.annotation_export import ExportedImage, export_formats, outlines_of, write_exports
 from irstd.inference.evaluation import model_predictor
 from irstd.utils.files import write_text_atomic
 from irstd.viz import overlay, save_png
@@ -183,34 +184,38 @@ def _decoded(group: list[_Input], mean: float, std: float, skips: _Skips) -> lis
 
 
 def _predict_batch(predict: Callable[[dict[str, Any]], torch.Tensor], batch: dict[str, Any], output: Path,
-                   threshold: float) -> dict[str, tuple[tuple[int, int], list[Detection]]]:
-    """Predict one padded batch and write its images' files; name -> ((height, width), detections)."""
+                   threshold: float, outlines: bool) -> dict[str, ExportedImage]:
+    """Predict one padded batch and write its images' files; name -> its detections (and their outlines when
+    `outlines`, for the annotation exports)."""
     probs = predict(batch).float().cpu()
     done = {}
     for i, (name, (height, width)) in enumerate(zip(batch["name"], batch["valid_hw"].tolist(), strict=True)):
         prob = probs[i, 0, :height, :width].numpy()
-        detections = _write_image(output, name, batch["image"][i, 0, :height, :width].numpy(), prob, threshold)
-        done[name] = ((height, width), detections)
+        mask = prob > threshold
+        detections = _write_image(output, name, batch["image"][i, 0, :height, :width].numpy(), prob, mask)
+        done[name] = ExportedImage(name, height, width, detections, outlines_of(mask) if outlines else [])
     return done
 
 
 def predict_images(model: torch.nn.Module, input_path: str | Path, output: str | Path, *, mean: float, std: float,
                    device: torch.device, threshold: float = 0.5, batch_size: int = 8, tile_size: int | None = 1024,
                    tile_overlap: int = 64, pad_always: bool = False, recursive: bool = False, strict: bool = False,
-                   progress: Callable[[int], Any] | None = None, run_info: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+                   progress: Callable[[int], Any] | None = None, run_info: dict[str, Any] | None = None,
+                   export: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Predict every image of `input_path` (a file or a folder) into `output` and return the summary.
 
     Per image (input folders kept): `masks/REL.png` (0/255), `probs/REL.png` (16-bit, probability x 65535),
     `overlays/REL.png`; for the run `detections.csv`, `detections.json` and `summary.json`. Files that cannot
     be read are skipped and listed in the summary, or raise BadInputError with `strict`. `pad_always` pads as
-    `data.evaluation.pad_always` does in evaluation.
+    `data.evaluation.pad_always` does in evaluation. `export` names annotation formats (`coco`, `cvat`,
+    `labelstudio`) the detections are also written in, under `export/` (see `annotation_export`).
     `progress(total)` returns an object with `update(n)` and `close()` (a tqdm).
     """
     if std <= 0:
         raise ValueError(f"data.std must be positive, got {std}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    formats = export_formats(export)
     started = time.perf_counter()
     output = Path(output)
     root, files = find_images(Path(input_path), recursive, exclude=output)
@@ -221,34 +226,36 @@ def predict_images(model: torch.nn.Module, input_path: str | Path, output: str |
     bar = progress(len(files)) if progress else None
     if bar is not None:
         bar.update(len(files) - len(items))
-    done: dict[str, tuple[tuple[int, int], list[Detection]]] = {}
+    done: dict[str, ExportedImage] = {}
     for group in _batches(items, batch_size, tile_size):
         loaded = _decoded(group, mean, std, skips)
         if loaded:
-            done.update(_predict_batch(predict, pad_collate(loaded, always=pad_always), output, threshold))
+            done.update(_predict_batch(predict, pad_collate(loaded, always=pad_always), output, threshold,
+                                       outlines=bool(formats)))
         if bar is not None:
             bar.update(len(group))
     if bar is not None:
         bar.close()
 
-    ordered = [name for name in (item.name for item in items) if name in done]
-    detections = [found for name in ordered for found in done[name][1]]
+    ordered = [done[item.name] for item in items if item.name in done]
+    detections = [found for image in ordered for found in image.detections]
     _write_tables(output, detections)
+    model_name = (run_info or {}).get("model", "irstd")
+    exported = write_exports(output / "export", formats, ordered, model_name) if done else {}
     summary = (run_info or {}) | {
         "input": str(input_path), "output": str(output), "threshold": threshold, "mean": mean, "std": std,
         "tile_size": tile_size, "tile_overlap": tile_overlap, "device": str(device),
         "images_done": len(done), "images_skipped": len(skips.files), "detections": len(detections),
-        "seconds": round(time.perf_counter() - started, 3), "skipped": skips.files,
-        "images": [{"image": name, "height": done[name][0][0], "width": done[name][0][1],
-                    "detections": len(done[name][1])} for name in ordered]}
+        "seconds": round(time.perf_counter() - started, 3), "skipped": skips.files, "export": exported,
+        "images": [{"image": image.name, "height": image.height, "width": image.width,
+                    "detections": len(image.detections)} for image in ordered]}
     write_text_atomic(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     if not done:
         raise BadInputError(f"none of the {len(files)} input file(s) could be read; see {output / 'summary.json'}")
     return summary
 
 
-def _write_image(output: Path, name: str, frame: np.ndarray, prob: np.ndarray, threshold: float) -> list[Detection]:
-    mask = prob > threshold
+def _write_image(output: Path, name: str, frame: np.ndarray, prob: np.ndarray, mask: np.ndarray) -> list[Detection]:
     detections = detections_of(name, mask, prob)
     relative = Path(name).with_suffix(".png")
     save_png(mask.astype(np.uint8) * 255, output / "masks" / relative)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from irstd.classic.evaluation import ClassicModel
 from irstd.data.datamodule import IRSTDDataModule
+from irstd.inference.annotation_export import export_formats
 from irstd.inference.evaluation import (
     RESULT_KEYS,
     SavedPredictions,
@@ -147,6 +148,8 @@ def _progress(loader, desc: str):
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
+    # checked before the model loads: a typo in export= should not cost a run
+    formats = export_formats(cfg.get("export"))
     given = [key for key in ("ckpt_path", "model") if cfg.get(key)]
     if len(given) != 1:
         raise ValueError("irstd-predict needs exactly one of ckpt_path=... or model=NAME model.weights=PATH; "
@@ -166,7 +169,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         model, Path(cfg.input), output, mean=float(mean), std=float(std), device=resolve_device(cfg.device),
         threshold=cfg.threshold, batch_size=cfg.batch_size, tile_size=cfg.get("tile_size"),
         tile_overlap=cfg.tile_overlap, pad_always=cfg.data.evaluation.pad_always, recursive=cfg.recursive,
-        strict=cfg.strict, progress=_predict_progress if cfg.progress else None, run_info=source)
+        strict=cfg.strict, progress=_predict_progress if cfg.progress else None, run_info=source, export=formats)
     log.info("%d image(s) predicted, %d skipped, %d detection(s) in %.1f s", summary["images_done"],
              summary["images_skipped"], summary["detections"], summary["seconds"])
     for entry in summary["skipped"]:
