@@ -1,6 +1,7 @@
 """Your own data, end to end, as the README's "Your own data" commands run it: a folder of frames and a CSV of
 clicks (no masks) -> `irstd-data import` -> `irstd-data split` -> `irstd-train` with the default point-supervised
-recipe -> `irstd-predict` on held-out frames, whose detections must be the targets."""
+recipe -> `irstd-predict` on held-out frames, whose detections must be the targets. The frames are 16-bit, the
+common radiometric case: TIFF to train on, PNG to predict, both in their native units throughout."""
 
 import csv
 import json
@@ -18,17 +19,18 @@ TRAIN_FRAMES = 24
 NEW_FRAMES = 4
 
 
-def write_frames(folder: Path, count: int, seed: int) -> dict[str, tuple[int, int]]:
-    """`count` noisy frames, each with one bright 3x3 target; returns each frame's target centre (row, col)."""
+def write_frames(folder: Path, count: int, seed: int, ext: str) -> dict[str, tuple[int, int]]:
+    """`count` noisy 16-bit frames, each with one bright 3x3 target; returns each frame's target centre (row, col)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     centres = {}
     for index in range(count):
-        frame = rng.normal(80, 6, (SIZE, SIZE))
+        frame = rng.normal(20000, 1500, (SIZE, SIZE))
         row, col = (int(v) for v in rng.integers(6, SIZE - 6, 2))
-        frame[row - 1:row + 2, col - 1:col + 2] = 220
-        name = f"frame_{seed}_{index:03d}.png"
-        Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).save(folder / name)
+        frame[row - 1:row + 2, col - 1:col + 2] = 56000
+        name = f"frame_{seed}_{index:03d}{ext}"
+        Image.fromarray(np.clip(frame, 0, 65535).astype(np.uint16)).save(folder / name)
+        assert Image.open(folder / name).mode.startswith("I;16")
         centres[name] = (row, col)
     return centres
 
@@ -40,7 +42,7 @@ def run(*command: str, cwd: Path) -> None:
 
 def test_frames_and_a_csv_of_clicks_train_a_detector_that_finds_new_targets(tmp_path):
     root = tmp_path / "frames"
-    centres = write_frames(root / "images", TRAIN_FRAMES, seed=0)
+    centres = write_frames(root / "images", TRAIN_FRAMES, seed=0, ext=".tif")
     # one click per target at its pixel's centre, written as a user's CSV with a header
     with open(tmp_path / "clicks.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -51,13 +53,15 @@ def test_frames_and_a_csv_of_clicks_train_a_detector_that_finds_new_targets(tmp_
     assert irstd_data(["split", str(root), "--test", "0.2", "--seed", "0"]) == 0
     assert not (root / "masks").exists() and (root / "clicks.json").is_file()
 
+    # normalised in native units: the statistics are those of the 16-bit frames
     run_dir = tmp_path / "run"
     run("irstd.cli.train", "data=folder", f"data.root={root}", "trainer=cpu", "trainer.max_epochs=40",
         "data.patch_size=32", "data.batch_size=4", "data.loading.num_workers=0", "data.progress=false",
         "model.backbone.width=8", "model.backbone.depth=2", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
 
-    new_centres = write_frames(tmp_path / "new", NEW_FRAMES, seed=1)
+    assert json.loads((run_dir / "normalization.json").read_text())["mean"] > 255
+    new_centres = write_frames(tmp_path / "new", NEW_FRAMES, seed=1, ext=".png")
     out = tmp_path / "predicted"
     run("irstd.cli.predict", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"input={tmp_path / 'new'}",
         f"output={out}", "export=cvat", "progress=false", cwd=tmp_path)
