@@ -7,6 +7,8 @@ TORCH_VERSION ?= 2.13.0
 # make reproduce-*: conf/scale/$(SCALE).yaml, seeds 0..SEEDS-1 of every experiment
 SCALE ?= smoke
 SEEDS ?= 1
+# make reproduce-single: cpu unless SCALE is given (make reproduce-single SCALE=gpu|smoke)
+SINGLE_SCALE = $(if $(filter file,$(origin SCALE)),cpu,$(SCALE))
 # make reproduce-classic / study-degeneration: the SIRST folder (default: data/SIRST) and a comma-separated subset of detectors
 SIRST ?=
 DETECTORS ?=
@@ -15,7 +17,7 @@ STUDY_ON_SIRST = dataset.root=$(SIRST) factors.shape.root=$(SIRST) factors.backg
 	factors.run=[intensity,size,position,count,shape]
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow docs lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic study-degeneration
+.PHONY: help install demo test test-slow docs lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic reproduce-single study-degeneration
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-19s %s\n", $$1, $$2}'
@@ -67,6 +69,9 @@ reproduce-table3: install ## Table 3: DNA-Net on fixed pseudo labels (thresholds
 
 reproduce-fig6: install ## Fig. 6: LESPS's Tloss, Tb, k and f swept with DNA-Net from centroid points
 	$(VENV)/bin/irstd-reproduce fig6 --scale $(SCALE) --seeds $(SEEDS) $(ARGS)
+
+reproduce-single: install ## point supervision beside full supervision on SIRST alone; SCALE=cpu (default here; ~15 min a run on 2 cores) | gpu | smoke, SEEDS=N, ARGS="--backbones acm --rows full,diffusion_fixed"
+	$(VENV)/bin/irstd-reproduce single --scale $(SINGLE_SCALE) --seeds $(SEEDS) $(ARGS)
 
 reproduce-classic: install ## Table 2's training-free methods on SIRST (SIRST=DIR, DETECTORS=a,b; no training, no SCALE)
 	$(VENV)/bin/irstd-reproduce classic $(if $(SIRST),--data-root $(SIRST)) $(if $(DETECTORS),--detectors $(DETECTORS)) $(ARGS)

@@ -18,9 +18,9 @@ import yaml
 
 AVERAGE = "average"
 METRICS = ("iou", "pd", "fa")
-# metrics.json holds fractions; the paper prints IoU and Pd x100 and Fa x1e6
-UNITS = {"iou": 100.0, "pd": 100.0, "fa": 1e6}
-HEADERS = {"iou": "IoU x100", "pd": "Pd x100", "fa": "Fa x1e6"}
+# metrics.json holds fractions; the paper prints IoU and Pd x100 and Fa x1e6 (nIoU, which it does not print, x100)
+UNITS = {"iou": 100.0, "niou": 100.0, "pd": 100.0, "fa": 1e6}
+HEADERS = {"iou": "IoU x100", "niou": "nIoU x100", "pd": "Pd x100", "fa": "Fa x1e6"}
 TABLE_NAMES = ("table1", "table2", "table3")
 
 
@@ -56,6 +56,26 @@ class ClassicReference:
     method: str
     source: str  # where the paper prints it
     paper: Figures
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleReference:
+    """A published IoU of a network trained and tested on NUAA-SIRST alone (`single.yaml`)."""
+
+    backbone: str
+    method: str
+    supervision: str
+    iou: float  # x100, as printed
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleGoal:
+    """What the best point-supervised row must reach against full supervision of its backbone (`single.yaml`)."""
+
+    iou_ratio: float  # at least this fraction of full supervision's IoU
+    pd_ratio: float  # at least this fraction of its Pd
+    fa_ratio: float  # at most this multiple of its Fa
 
 
 def in_paper_units(metrics: Mapping[str, Any], prefix: str = "") -> Figures | None:
@@ -128,6 +148,30 @@ def load_classic_references() -> dict[str, ClassicReference]:
     return references
 
 
+def _number(entry: Any, key: str, where: str) -> float:
+    value = _field(entry, key, where)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise PaperDataError(f"{where}.{key} must be a number, got {value!r}") from None
+
+
+def _single_reference(entry: Any, where: str) -> SingleReference:
+    backbone, method, supervision = (str(_field(entry, key, where)) for key in ("backbone", "method", "supervision"))
+    return SingleReference(backbone, method, supervision, _number(entry, "iou", where),
+                           str(_field(entry, "source", where)))
+
+
+def load_single() -> tuple[SingleGoal, list[SingleReference], str]:
+    """`single.yaml`: the goal, the published figures in their order, and the note on their protocols."""
+    data = load_data("single")
+    goal = _field(data, "goal", "single.yaml")
+    references = _field(data, "references", "single.yaml") or []
+    return (SingleGoal(*(_number(goal, key, "single.yaml goal") for key in ("iou_ratio", "pd_ratio", "fa_ratio"))),
+            [_single_reference(entry, f"single.yaml references[{index}]") for index, entry in enumerate(references)],
+            str(_field(data, "protocol", "single.yaml")).strip())
+
+
 _PAPER = load_data("paper")
 PAPER: str = str(_PAPER["citation"])
 PAPER_TEST_SETS: tuple[str, ...] = tuple(_PAPER["test_sets"])
@@ -139,3 +183,4 @@ CLASSIC: dict[str, ClassicReference] = load_classic_references()
 # detector -> the method's name as printed, and -> its printed SIRST figures
 CLASSIC_METHODS: dict[str, str] = {name: reference.method for name, reference in CLASSIC.items()}
 CLASSIC_PAPER: dict[str, Figures] = {name: reference.paper for name, reference in CLASSIC.items()}
+SINGLE_GOAL, SINGLE_REFERENCES, SINGLE_PROTOCOL = load_single()

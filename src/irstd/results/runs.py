@@ -3,9 +3,10 @@
 A run directory is a Hydra job directory (`outputs/train/<date>/<time>/`, or one numbered job `0/`, `1/`, ... of a
 multirun). It holds `.hydra/overrides.yaml` (the command line's overrides), `config_resolved.yaml` (the composed
 config, interpolations resolved; `.hydra/config.yaml`, unresolved, stands in when the job died before writing it),
-`metrics.json` (the final metrics, written when the job finished) and, with LESPS, `lesps_rounds.csv` (one line per
-round of label evolution). A multirun directory holds the numbered job directories; the basic sweeper also writes
-`multirun.yaml` beside them, the Optuna sweeper `optimization_results.yaml`.
+`metrics.json` (the final metrics, written when the job finished), `train.log` (Hydra's job log, every line timed)
+and, with LESPS, `lesps_rounds.csv` (one line per round of label evolution). A multirun directory holds the
+numbered job directories; the basic sweeper also writes `multirun.yaml` beside them, the Optuna sweeper
+`optimization_results.yaml`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ TEST_METRICS = ("test/iou", "test/niou", "test/pd", "test/fa")
 FINISHED, FAILED, MISSING_METRICS = "finished", "failed", "missing metrics"
 # label_update=none: the labels stay as round 0 made them
 FIXED_LABELS_TARGET = "irstd.lesps.callback.FixedLabelsCallback"
+# Hydra's job log of irstd-train (`<hydra.job.name>.log`); its lines start `[2026-11-30 18:05:09,499][logger]...`
+JOB_LOG = "train.log"
+LOG_TIME = re.compile(r"^\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3})\]", re.MULTILINE)
 
 
 class SweepError(ValueError):
@@ -45,6 +51,7 @@ class Run:
     config: DictConfig | None  # None: neither config file is there
     metrics: dict[str, Any] | None  # None: no metrics.json (the run crashed, was killed or is still running)
     rounds: list[dict[str, str]]  # the lines of lesps_rounds.csv; empty: no round happened
+    wall_seconds: float = math.nan  # from the first to the last line of train.log; NaN: no log to tell
 
     @property
     def num(self) -> int | None:
@@ -127,10 +134,23 @@ def read_rounds(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(rounds_file.read_text()))) if rounds_file.is_file() else []
 
 
+def read_wall_seconds(path: Path) -> float:
+    """Seconds from the first to the last timed line of a run's train.log: from the data's set-up (the first line a
+    run logs, a fraction of a second after its start) to its last line, after the test metrics. NaN when there is
+    no log or it has fewer than two timed lines."""
+    log_file = Path(path) / JOB_LOG
+    times = LOG_TIME.findall(log_file.read_text(errors="replace")) if log_file.is_file() else []
+    if len(times) < 2:
+        return math.nan
+    first, last = (datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f") for text in (times[0], times[-1]))
+    return (last - first).total_seconds()
+
+
 def read_run(path: Path) -> Run:
     """Everything a run directory holds; any part that is missing is empty (see `Run`)."""
     path = Path(path)
-    return Run(path, read_overrides(path), read_config(path), read_metrics(path), read_rounds(path))
+    return Run(path, read_overrides(path), read_config(path), read_metrics(path), read_rounds(path),
+               read_wall_seconds(path))
 
 
 def job_dirs(multirun: Path) -> list[Path]:
