@@ -74,7 +74,7 @@ def folder(tmp_path) -> Path:
 def folder_overrides(root: Path, evolve: bool = True) -> list[str]:
     """A few seconds of CPU training on `root` through data=folder, with no label= option (auto); `evolve`: LESPS
     rounds from the second epoch on, so that the rounds' columns are written too, else fixed labels."""
-    lesps = ["start=epoch", "start.Tepoch=1", "label_update.f=1"] if evolve else ["label_update=none"]
+    lesps = ["lesps=default", "start=epoch", "start.Tepoch=1", "label_update.f=1"] if evolve else ["lesps=off"]
     return [*lesps,
         "data=folder", f"data.root={root}",
         "data.patch_size=32", "data.batch_size=4", "data.loading.eval_batch_size=2", "data.loading.num_workers=0",

@@ -36,7 +36,7 @@ def ddp_overrides(root: Path) -> list[str]:
     return [
         f"data.root={root}", *(f"data.synthetic.{k}={v}" for k, v in SPEC.items()),
         "data.patch_size=32", "data.batch_size=2", "data.loading.eval_batch_size=1", "data.loading.num_workers=0",
-        "data.progress=false", "label=centroid", "start=epoch", "start.Tepoch=0", "label_update.f=1",
+        "data.progress=false", "label=centroid", "lesps=default", "start=epoch", "start.Tepoch=0", "label_update.f=1",
         "label_update.batch_size=1", "label_update.evolve_chunk=2", "model.backbone.width=4", "model.backbone.depth=2",
         "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",

@@ -89,10 +89,16 @@ def test_bad_initialiser_settings_fail_at_startup_naming_the_key(tmp_path, optio
 
 
 @pytest.mark.parametrize("option", ["pseudo", "diffusion", "clustering"])
-def test_point_grown_initialisers_refuse_masks_as_their_points(tmp_path, tiny_dataset, option):
+def test_with_full_labels_the_masks_are_round_0_and_point_grown_initialisers_are_not_run(tmp_path, tiny_dataset,
+                                                                                         option, caplog):
     cfg = compose_config("train", tmp_path, [*tiny_train_overrides(tiny_dataset, label="full"), f"label_init={option}"])
-    with pytest.raises(Exception, match=f"label_init={option} grows masks from point labels.*label=centroid"):
-        hydra.utils.instantiate(cfg.data, _convert_="all")
+    with caplog.at_level("INFO", logger="irstd.data.datamodule"):
+        datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    assert datamodule.label_init is None
+    assert f"label_init={option}, which grows masks from points, is not run" in caplog.text
+    datamodule.setup("fit")
+    for sample in datamodule.train_scan.samples:
+        np.testing.assert_array_equal(datamodule.bank.read(sample.name) > 0.5, sample.load_mask())
     GlobalHydra.instance().clear()
 
 

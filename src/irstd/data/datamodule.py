@@ -216,11 +216,12 @@ class IRSTDDataModule(pl.LightningDataModule):
             asdict(group) for group in (self.loading, self.evaluation, self.policies, self.holdout))
         # the initialiser is an object: the resolved config records it, checkpoints need not
         self.save_hyperparameters(logger=False, ignore=["label_init"])
-        self.label_init = label_init
         if label == "full" and getattr(label_init, "grows_from_points", False):
-            raise ValueError(f"label_init={label_init.name} grows masks from point labels, but label=full reads the "
-                             "masks themselves: pick a point label (label=centroid, coarse, xml, centroid_png or "
-                             "coarse_png), or label_init=points for full supervision")
+            # full supervision trains on the masks themselves: there are no points to grow
+            log.info("label=full: the masks are round 0; label_init=%s, which grows masks from points, is not run",
+                     label_init.name)
+            label_init = None
+        self.label_init = label_init
         self.root = Path(root)
         self.mean, self.std = mean, std
         self.bank: LabelBank | None = None
