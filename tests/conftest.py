@@ -56,6 +56,24 @@ def tiny_train_overrides(data_root: Path, label: str = "full", lesps: str = "off
     ]
 
 
+def run_predict(output: Path, overrides: list[str]) -> dict:
+    """`irstd-predict` in-process on the CPU into `output`, as the CLI composes it."""
+    from irstd.inference.tasks import predict
+
+    cfg = compose_config("predict", output, [f"output={output}", "device=cpu", "progress=false", *overrides])
+    try:
+        return predict(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
 @pytest.fixture
 def train_cfg(tmp_path, tiny_dataset) -> DictConfig:
     cfg = compose_config("train", tmp_path / "run", tiny_train_overrides(tiny_dataset))

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from conftest import SIRST, compose_config, requires_sirst, tiny_train_overrides
+from conftest import SIRST, compose_config, read_png, requires_sirst, run_predict, tiny_train_overrides
 from irstd.inference.evaluation import RESULT_KEYS
 from irstd.inference.predict import DETECTION_COLUMNS, BadInputError, predict_images
-from irstd.inference.tasks import evaluate, predict
+from irstd.inference.tasks import evaluate
 from irstd.ops.components import find_components
 from irstd.training.run import train
 
@@ -57,19 +57,6 @@ def messy_folder(tmp_path, tiny_dataset) -> Path:
     (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
     (folder / "README.txt").write_text("ignored: not an image extension\n")
     return folder
-
-
-def run_predict(output: Path, overrides: list[str]) -> dict:
-    cfg = compose_config("predict", output, [f"output={output}", "device=cpu", "progress=false", *overrides])
-    try:
-        return predict(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image)
 
 
 def check_detection_table(output: Path, summary: dict) -> list[dict]:

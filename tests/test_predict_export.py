@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
-from conftest import compose_config, tiny_train_overrides
+from conftest import compose_config, read_png, run_predict, tiny_train_overrides
 from irstd.data.annotations import POINT_SOURCES, read_annotations
 from irstd.data.clicks import read_clicks
 from irstd.data.datamodule import IRSTDDataModule
@@ -37,26 +37,12 @@ from irstd.inference.annotation_export import (
     write_exports,
 )
 from irstd.inference.predict import detections_of, predict_images
-from irstd.inference.tasks import predict
 from irstd.training.run import train
 
 CPU = torch.device("cpu")
 ALL_FORMATS = list(EXPORT_FORMATS)
 # pycocotools' own use of numpy 2's __array__ protocol, not ours
 COCO_NUMPY_WARNING = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-
-
-def run_predict(output: Path, overrides: list[str]) -> dict:
-    cfg = compose_config("predict", output, [f"output={output}", "device=cpu", "progress=false", *overrides])
-    try:
-        return predict(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image)
 
 
 def random_masks(count: int, size: int = 14, seed: int = 0):
