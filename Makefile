@@ -30,8 +30,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e ".[dev,export,docs]"
 	touch $@
 
-demo: install ## LESPS from point labels on the built-in synthetic data (CPU, ~2 min); extra overrides: ARGS="..."
-	$(VENV)/bin/irstd-train experiment=demo $(ARGS)
+demo: install ## the default method from point labels beside full supervision, built-in synthetic data (CPU); ARGS="..."
+	$(VENV)/bin/irstd-reproduce single --scale demo --rows full,clustering_fixed $(ARGS)
 
 test: install ## run the fast test suite
 	$(PY) -m pytest

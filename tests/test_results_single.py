@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import compose_config
 from irstd.cli import reproduce as cli
 from irstd.config import config_root
 from irstd.results import reference, single
@@ -98,7 +99,7 @@ def test_the_command_sweeps_seeds_then_backbones_then_rows_at_one_scale(tmp_path
 
 def test_the_cli_checks_the_scale_per_target_and_the_choices(capsys):
     for argv, message in ((["table2", "--scale", "cpu"], "table2 runs at --scale smoke | paper, not cpu"),
-                          (["single", "--scale", "paper"], "single runs at --scale smoke | cpu | gpu, not paper"),
+                          (["single", "--scale", "paper"], "single runs at --scale smoke | cpu | gpu | demo, not paper"),
                           (["single", "--backbones", "resnet"], "unknown backbone 'resnet'; known: acm, alcnet"),
                           (["single", "--rows", "full,nope"], "unknown row 'nope'")):
         with pytest.raises(SystemExit) as exit_info:
@@ -113,6 +114,35 @@ def test_make_reproduce_single_defaults_to_cpu_and_passes_a_given_scale(variable
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"irstd-reproduce single --scale {scale} --seeds 2 --rows full" in result.stdout
+
+
+def test_make_demo_sets_the_default_method_beside_full_supervision_at_demo_scale():
+    result = subprocess.run(["make", "-n", "-s", "demo"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "irstd-reproduce single --scale demo --rows full,clustering_fixed" in result.stdout
+
+
+def test_the_demo_row_is_what_irstd_train_does_when_no_method_is_chosen(tmp_path):
+    default = compose_config("train", tmp_path / "default", [])
+    row = compose_config("train", tmp_path / "row", ["experiment=single/clustering_fixed"])
+    for group in ("label_init", "label_update", "loss"):
+        assert OmegaConf.to_container(row[group]) == OmegaConf.to_container(default[group]), group
+    assert row.model.output_prior == default.model.output_prior and row.label.kind == "centroid"
+    assert default.label.kind == "auto"  # centroid points wherever masks/ exist, as on the synthetic data
+
+
+@pytest.mark.parametrize(("scale", "steps", "milestones"), [("cpu", 1500, [1350]), ("demo", 640, [576])])
+def test_short_scales_decay_the_lr_once_late(scale, steps, milestones, tmp_path):
+    cfg = compose_config("train", tmp_path / scale, [f"scale={scale}", "experiment=single/full"])
+    assert cfg.trainer.max_steps == steps and cfg.data.holdout.split is None
+    assert OmegaConf.to_container(cfg.model.scheduler, resolve=True)["milestones"] == milestones
+
+
+def test_synthetic_scales_title_the_table_by_their_data_and_leave_out_sirst_figures(tmp_path):
+    sweep = fake_sweep(tmp_path / "sweep")
+    markdown = write_single_results(sweep, "demo").read_text()
+    assert markdown.startswith("# The built-in synthetic data: point supervision against full supervision")
+    assert "## Goal" in markdown and "## Published" not in markdown
 
 
 # ---- reading a run -----------------------------------------------------------------------------------------------

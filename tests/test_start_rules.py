@@ -74,6 +74,6 @@ def test_every_shipped_start_config_builds(tmp_path):
 
 
 def test_keys_of_other_rules_are_left_out_so_experiments_compose_with_any_rule():
-    # experiment=demo sets start.Tepoch; with start=loss that key belongs to another rule and is not passed on
+    # experiment=lesps_demo sets start.Tepoch; with start=loss that key belongs to another rule and is not passed on
     rule = build_start_rule({"name": "loss", "Tloss": 3.0, "Tepoch": 20})
     assert isinstance(rule, LossBelow) and rule.Tloss == 3.0

@@ -23,7 +23,7 @@ from irstd.results.runs import SweepError
 from irstd.results.sweeps import collect_sweep
 
 # conf/scale/<scale>.yaml each target runs at; the first is the default
-SCALES = {"table": ("smoke", "paper"), "single": ("smoke", "cpu", "gpu")}
+SCALES = {"table": ("smoke", "paper"), "single": ("smoke", "cpu", "gpu", "demo")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", choices=sorted({scale for scales in SCALES.values() for scale in scales}),
                         help="conf/scale/<scale>.yaml. Tables and fig6: smoke (CPU, minutes; the default) or paper "
                         "(GPU, 42,000 steps). single: smoke (the default), cpu (SIRST, 1,500 steps, about 15 min a "
-                        "run on 2 cores) or gpu (SIRST, 5,600 steps = 400 epochs); with --collect, read from the jobs")
+                        "run on 2 cores), gpu (SIRST, 5,600 steps = 400 epochs) or demo (`make demo`: the synthetic data, "
+                        "minutes a run); with --collect, read from the jobs")
     parser.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 of every experiment")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/reproduce"),
                         help="runs go to OUT_DIR/<target>/<scale>/<timestamp>/")
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "${paths.data_dir}/SIRST)")
     parser.add_argument("--detectors", help="classic: comma-separated detector names (default: all registered)")
     parser.add_argument("--backbones", help="single: comma-separated model= choices (default: acm,alcnet; at "
-                        "--scale gpu acm,alcnet,dnanet)")
+                        "--scale gpu acm,alcnet,dnanet; at demo acm)")
     parser.add_argument("--rows", help="single: comma-separated conf/experiment/single/ files (default: all)")
     parser.add_argument("overrides", nargs="*", help="more irstd-train overrides for every job, e.g. "
                         "trainer.max_steps=20000 or hydra/launcher=submitit_slurm (classic: irstd-eval overrides)")

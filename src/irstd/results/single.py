@@ -41,7 +41,10 @@ FULL_ROW = "full"
 METRICS = ("iou", "niou", "pd", "fa")
 RATIO_METRICS = ("iou", "pd", "fa")
 # the backbones of a scale when --backbones is not given
-DEFAULT_BACKBONES = {"cpu": ("acm", "alcnet"), "gpu": ("acm", "alcnet", "dnanet"), "smoke": ("acm", "alcnet")}
+DEFAULT_BACKBONES = {"cpu": ("acm", "alcnet"), "gpu": ("acm", "alcnet", "dnanet"), "smoke": ("acm", "alcnet"),
+                     "demo": ("acm",)}
+# scales on the built-in synthetic data rather than SIRST: other papers' SIRST figures are no context for them
+SYNTHETIC_SCALES = ("smoke", "demo")
 BACKBONE_NAMES = {"acm": "ACM", "alcnet": "ALCNet", "dnanet": "DNA-Net", "unet": "U-Net"}
 CSV_FIELDS = ("scale", "backbone", "experiment", "seeds",
               *(f"{metric}_{part}" for metric in METRICS for part in ("mean", "std")),
@@ -254,7 +257,8 @@ def goal_line(backbone: str, results: Sequence[SingleResult], goal: SingleGoal =
 # ---- writing -----------------------------------------------------------------------------------------------------
 def _intro(scale: str, sweep_dir: Path, results: Sequence[SingleResult]) -> list[str]:
     seeds = sorted({seed for result in results for seed in result.seeds}, key=lambda seed: (len(seed), seed))
-    lines = [f"# SIRST alone: point supervision against full supervision, scale `{scale}`", "",
+    data = "The built-in synthetic data" if scale in SYNTHETIC_SCALES else "SIRST alone"
+    lines = [f"# {data}: point supervision against full supervision, scale `{scale}`", "",
              f"Jobs: `{sweep_dir}`; seeds {', '.join(seeds) or 'n/a'}. Each run tests its last weights on the test "
              "split once. Mean ± standard deviation over seeds (no ± with one seed); IoU, nIoU and Pd x100, "
              "Fa x1e6. `/ full`: the ratio of the means to full supervision of the same backbone. Label IoU: the "
@@ -297,7 +301,9 @@ def single_markdown(scale: str, sweep_dir: Path, results: Sequence[SingleResult]
     lines = _intro(scale, sweep_dir, results) + _rows_table(results)
     if results:
         lines += _goal_section(results)
-    lines += _published_section() + notes_section(notes)
+    if scale not in SYNTHETIC_SCALES:
+        lines += _published_section()
+    lines += notes_section(notes)
     return "\n".join(lines) + "\n"
 
 
