@@ -107,6 +107,21 @@ def test_commit_increments_and_keeps_old_rounds_readable(bank: LabelBank) -> Non
     assert manifest["rounds"]["2"]["shapes"] == [[8, 12]] * 3
 
 
+def test_a_nonfinite_round_is_refused_naming_the_round_and_the_image(bank: LabelBank) -> None:
+    bank.commit(_labels(["a", "b", "c"], 0.5))
+    before = bank.root.joinpath("manifest.json").read_bytes()
+    poisoned = _labels(["a", "b", "c"], 0.25)
+    poisoned["b"][3, 4] = np.nan
+    poisoned["c"][0, 0] = np.inf
+    with pytest.raises(LabelBankError, match=r"round 2 refused.*2 image\(s\) \('b', 'c'\).*1 of 96 pixels of 'b'.*"
+                                             r"round 1 stays current"):
+        bank.commit(poisoned)
+    assert bank.current_round() == 1 and bank.rounds() == [0, 1]
+    assert bank.root.joinpath("manifest.json").read_bytes() == before
+    assert "round_0002.npz" not in os.listdir(bank.root) and not _tmp_files(bank.root)
+    assert (bank.read("b") == 0.5).all()
+
+
 def test_missing_name_errors_naming_name_and_round(bank: LabelBank) -> None:
     with pytest.raises(LabelBankError, match=r"round 0 has no image 'zzz'"):
         bank.read("zzz")

@@ -105,13 +105,27 @@ def _prepare_labels(labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise LabelBankError(f"label for image {name!r} has non-real dtype {array.dtype}")
         if array.ndim != 2:
             raise LabelBankError(f"label for image {name!r} must be 2-D (H, W), got shape {array.shape}")
-        # Finiteness is checked after the cast: float64 values beyond float32 range become inf.
+        # float64 values beyond float32 range become inf here, which _refuse_non_finite then rejects
         with np.errstate(over="ignore"):
-            array = np.ascontiguousarray(array, dtype=np.float32)
-        if not np.isfinite(array).all():
-            raise LabelBankError(f"label for image {name!r} holds non-finite values (NaN or inf)")
-        prepared[name] = array
+            prepared[name] = np.ascontiguousarray(array, dtype=np.float32)
     return prepared
+
+
+def _refuse_non_finite(root: Path, labels: dict[str, np.ndarray], round_index: int, current: int | None) -> None:
+    """A round holding NaN or inf is never written: training on it would turn every loss non-finite."""
+    bad = [name for name, array in labels.items() if not np.isfinite(array).all()]
+    if not bad:
+        return
+    first = labels[bad[0]]
+    kept = "the bank stays empty" if current is None else f"round {current} stays current"
+    cause = ("Check the point labels and the round-0 initialiser (label_init)" if round_index == 0 else
+             "A label update (label_update) makes them from the predictions of a diverged model: lower "
+             "model.optimizer.lr and resume from the last checkpoint")
+    raise LabelBankError(
+        f"label bank {root}: round {round_index} refused, the labels of {len(bad)} image(s) "
+        f"({_format_names(bad)}) hold non-finite values (NaN or inf; {int((~np.isfinite(first)).sum())} of "
+        f"{first.size} pixels of {bad[0]!r}); {kept}. {cause}."
+    )
 
 
 class LabelBank:
@@ -341,6 +355,7 @@ class LabelBank:
                     f"label bank {self._root} is already initialized (rounds {self._recorded(manifest)}); "
                     f"use commit() for a new round or rollback(0) to return to the point labels"
                 )
+            _refuse_non_finite(self._root, prepared, 0, None)
             manifest = {"format": FORMAT_VERSION, "current": 0, "rounds": {}}
             self._write_round(manifest, 0, list(prepared), prepared, meta)
         return 0
@@ -357,6 +372,7 @@ class LabelBank:
             base = manifest["rounds"]["0"]
             self._check_matches_base(base, prepared)
             new_round = int(manifest["current"]) + 1
+            _refuse_non_finite(self._root, prepared, new_round, int(manifest["current"]))
             self._write_round(manifest, new_round, base["names"], prepared, meta)
         return new_round
 

@@ -66,7 +66,8 @@ def model_predictor(model: torch.nn.Module, device: torch.device, tile_size: int
         if hasattr(model, "probabilities"):
             return model.probabilities(image)
         logits = model(image)
-        return torch.sigmoid(final_output(logits))
+        # a backbone converted to half precision: the metrics threshold float32 probabilities, as in training
+        return torch.sigmoid(final_output(logits).float())
 
     @torch.no_grad()
     def predict(batch: Mapping[str, Any]) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ from irstd.models import build_backbone, final_output, set_output_prior
 
 # metric keys that count (summed over test sets) rather than measure a rate (averaged)
 COUNT_KEYS = ("targets", "found", "false_targets")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss was NaN or infinite; the message names the step, the epoch and the likely cause."""
 
 
 class IRSTDModule(pl.LightningModule):
@@ -59,25 +64,100 @@ class IRSTDModule(pl.LightningModule):
         # several test sets (data.evaluation.test_sets): one suite each, made when testing starts
         self.test_set_names: list[str] = []
         self.test_set_metrics = torch.nn.ModuleList()
+        # the first training step with a non-finite loss, kept on the loss's device until read (`check_finite_loss`):
+        # global step, epoch, batch images non-finite (0/1), batch labels non-finite (0/1); -1: none yet
+        self._first_nonfinite: torch.Tensor | None = None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""
         return self.net(image)
 
     def final_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """The backbone's final map (the last deep-supervision head, which is its eval-mode output)."""
-        logits = self.net(image)
-        return final_output(logits)
+        """The backbone's final map (the last deep-supervision head, which is its eval-mode output), in float32.
+
+        Under trainer.precision=16-mixed/bf16-mixed the backbone runs under autocast and returns half-precision
+        logits; the sigmoid, the metrics and label evolution compare probabilities against thresholds and
+        window maxima, so they get float32 (a bf16 logit carries 3 significant digits)."""
+        return final_output(self.net(image)).float()
 
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Target probability per pixel: the one place where logits meet the sigmoid."""
         return torch.sigmoid(self.final_logits(image))
 
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a training batch, computed in float32 whatever the trainer's precision."""
+        logits = self(batch["image"])
+        # Under mixed precision the logits arrive in half precision: the loss (logs of probabilities near 0 and 1,
+        # sums over every pixel) runs on float32 copies, outside autocast, which would put a convolution inside a
+        # loss (edge maps) back into half precision.
+        with _without_autocast(batch["image"].device):
+            return self.loss_fn(_as_float32(logits), batch["label"].float())
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss_fn(self(batch["image"]), batch["label"])
+        loss = self.training_loss(batch)
+        self._watch_loss(loss, batch)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch["image"].shape[0])
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # the steps at which Lightning hands the logged step values to the loggers and the progress bar (which
+        # waits for the device anyway), and the epoch's last step, before validation, the label-update round and
+        # the epoch's checkpoints use the weights
+        if self.global_step % max(self.trainer.log_every_n_steps, 1) == 0 or self.trainer.is_last_batch:
+            self.check_finite_loss()
+
+    def _watch_loss(self, loss: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> None:
+        """Stop on a NaN or infinite loss without waiting for the device every step.
+
+        On the CPU reading the loss costs nothing, so a bad step stops before its update reaches the weights. On
+        an accelerator `if not torch.isfinite(loss)` would wait for the forward pass to finish every step: the
+        first bad step is recorded on the device instead and read by `check_finite_loss` where the host waits
+        anyway (logging steps, the epoch's end, a checkpoint save)."""
+        bad = ~torch.isfinite(loss.detach())
+        if _reads_are_free(loss.device):
+            if bad:
+                raise NonFiniteLossError(self._nonfinite_message(
+                    float(loss.detach()), self.global_step, self.current_epoch,
+                    bool((~torch.isfinite(batch["image"])).any()), bool((~torch.isfinite(batch["label"])).any())))
+            return
+        device = loss.device
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((4,), -1, dtype=torch.int64, device=device)
+        # torch.full puts a Python number on the device without a host-to-device copy, which would synchronise
+        here = torch.stack([torch.full((), self.global_step, dtype=torch.int64, device=device),
+                            torch.full((), self.current_epoch, dtype=torch.int64, device=device),
+                            (~torch.isfinite(batch["image"])).any().long(),
+                            (~torch.isfinite(batch["label"])).any().long()])
+        first_bad = bad & (self._first_nonfinite[0] < 0)
+        self._first_nonfinite = torch.where(first_bad, here, self._first_nonfinite)
+
+    def check_finite_loss(self) -> None:
+        """Raise `NonFiniteLossError` if a training step so far had a NaN or infinite loss (one read of the device)."""
+        if self._first_nonfinite is None:
+            return
+        step, epoch, image_bad, label_bad = self._first_nonfinite.tolist()
+        if step >= 0:
+            raise NonFiniteLossError(self._nonfinite_message(
+                None, step, epoch, bool(image_bad), bool(label_bad),
+                f" (noticed at global step {self.global_step})"))
+
+    def _nonfinite_message(self, value: float | None, step: int, epoch: int, image_bad: bool, label_bad: bool,
+                           noticed: str = "") -> str:
+        if image_bad:
+            cause = ("the batch's images hold NaN or inf values: check the dataset's image files and the "
+                     "normalisation statistics (data.std must be > 0, see normalization.json)")
+        elif label_bad:
+            cause = ("the batch's labels hold NaN or inf values: a corrupt label round; roll the run's label bank "
+                     "back (LabelBank.rollback, see label_bank/manifest.json) or restart from the point labels")
+        else:
+            rates = sorted({group["lr"] for optimizer in self.trainer.optimizers for group in optimizer.param_groups})
+            cause = (f"the training diverged: lower model.optimizer.lr (now {', '.join(f'{lr:g}' for lr in rates)}),"
+                     " set trainer.gradient_clip_val, or under trainer.precision=16-mixed use bf16-mixed or 32-true")
+        shown = "NaN or inf" if value is None else str(value)
+        return (f"training loss is {shown} at global step {step} (epoch {epoch}){noticed}: {cause}. Training "
+                "stopped before these weights were saved; the run's checkpoints/last.ckpt, when an epoch finished, "
+                "holds the last good ones (resume from it with ckpt_path=... after the fix).")
 
     def _evaluate(self, batch: dict[str, Any], metrics: MetricCollection) -> torch.Tensor:
         probs = self.probabilities(batch["image"])
@@ -121,6 +201,8 @@ class IRSTDModule(pl.LightningModule):
                       add_dataloader_idx=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # weights that a non-finite loss has reached must not replace the last good checkpoint
+        self.check_finite_loss()
         # Lightning restores model, optimizer, scheduler and loops, not the random generators
         checkpoint["rng_states"] = rng_states()
 
@@ -137,6 +219,24 @@ class IRSTDModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+
+def _as_float32(logits: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """A backbone's output (one map, or a list of deep-supervision maps) in float32."""
+    if isinstance(logits, (list, tuple)):
+        return [head.float() for head in logits]
+    return logits.float()
+
+
+def _reads_are_free(device: torch.device) -> bool:
+    """Whether reading a tensor's value on the host costs no wait for the device (CPU tensors)."""
+    return device.type == "cpu"
+
+
+def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def rng_states() -> dict[str, Any]:
