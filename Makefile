@@ -17,7 +17,7 @@ STUDY_ON_SIRST = dataset.root=$(SIRST) factors.shape.root=$(SIRST) factors.backg
 	factors.run=[intensity,size,position,count,shape]
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow docs lint bench clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic reproduce-single study-degeneration
+.PHONY: help install demo test test-slow docs lint bench gpu-check clean reproduce reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 reproduce-classic reproduce-single study-degeneration
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-19s %s\n", $$1, $$2}'
@@ -46,7 +46,7 @@ docs: install ## build the docs site (strict)
 lint: install ## ruff over the code and the tests
 	$(VENV)/bin/ruff check src tests scripts
 
-bench: install ## time backbones, metrics, label rounds and round-0 initialisers, full vs tiled inference and vmapped study training against references in the same run
+bench: install ## time backbones, metrics, label rounds and round-0 initialisers, full vs tiled inference, vmapped study training and training epochs against references in the same run
 	$(PY) scripts/bench_models.py
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_metrics.py --noise 0.55
@@ -55,6 +55,10 @@ bench: install ## time backbones, metrics, label rounds and round-0 initialisers
 	$(PY) scripts/bench_label_update.py
 	$(PY) scripts/bench_predict.py
 	$(PY) scripts/bench_degeneration.py
+	$(PY) scripts/bench_train.py
+
+gpu-check: install ## the checks that need a GPU in one table (CUDA = CPU labeller and LESPS round, bf16, DDP, GPU benchmarks; SKIPPED without one); ARGS="--data-root DIR"
+	PY=$(PY) scripts/gpu_check.sh $(ARGS)
 
 reproduce: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig6 ## tables 1-3 and Fig. 6; SCALE=smoke (default) or paper, SEEDS=N, ARGS="..."
 

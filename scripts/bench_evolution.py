@@ -16,6 +16,7 @@ Prints seconds and the ratios the issue asks for (released / ours, evolution / f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -142,6 +144,10 @@ def main() -> None:
         ratio = f"{best['released'] / best[name]:.1f}x" if name != "forward" else ""
         share = f"{100 * best[name] / best['forward']:.1f} %" if name != "forward" else ""
         print(f"| {name} | {min(times):.4f} | {statistics.median(times):.4f} | {ratio} | {share} |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"args": vars(args), "device": str(device), "images": len(items), "targets": targets,
+                       "weights": weights, "load": load, "seconds": rows}, handle, indent=2)
 
 
 if __name__ == "__main__":

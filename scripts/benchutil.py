@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,3 +45,23 @@ def wall_times(fn: Callable[[], Any], repeats: int, device: torch.device) -> tup
 def best_time(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
     """The fastest of `repeats` calls of `fn`, in seconds."""
     return min(wall_times(fn, repeats, device)[0])
+
+
+def compose_config(name: str, output_dir: str | Path, overrides: list[str]):
+    """Compose a shipped entry config as `irstd-train` composes it (the Hydra config included), rooted in
+    `output_dir`, as tests/conftest.py does; the caller clears Hydra's global state when done."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from irstd.config import CONFIG_MODULE
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name=name, return_hydra_config=True, overrides=overrides)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg

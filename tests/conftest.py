@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,6 +58,109 @@ def tiny_train_overrides(data_root: Path, label: str = "full", lesps: str = "off
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1",
     ]
+
+
+# ---- training processes, killed and resumed (test_resume.py, test_faults.py, test_ddp.py) --------------------------
+RESUME_EPOCHS = 10
+
+
+def exact_resume_overrides(data_root: Path, run_dir: Path, max_epochs: int = RESUME_EPOCHS) -> list[str]:
+    """LESPS on centroid points; rounds at epochs 1, 3, 5, 7, 9; the LR drops at epochs 4 and 8; deterministic
+    kernels: a run that any resume must reproduce bit for bit."""
+    return [*tiny_train_overrides(data_root, label="centroid", lesps="default"),
+            "start=epoch", "start.Tepoch=1", "label_update.f=2", f"trainer.max_epochs={max_epochs}",
+            "trainer.check_val_every_n_epoch=5", "trainer.deterministic=true", "model.scheduler.milestones=[4,8]",
+            f"hydra.run.dir={run_dir}"]
+
+
+def train_command(args: list[str]) -> list[str]:
+    """`irstd-train ARGS` as a fresh Python process."""
+    return [sys.executable, "-m", "irstd.cli.train", *args]
+
+
+def clean_env(cwd: Path, **extra: str) -> dict[str, str]:
+    """This environment without DDP rendezvous variables (a DDP test's rank must not leak into the next run)."""
+    env = {**os.environ, "IRSTD_ROOT": str(cwd), **extra}
+    for name in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
+def run_to_end(args: list[str], cwd: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    """Train in a fresh process; it must succeed."""
+    result = subprocess.run(train_command(args), cwd=cwd, env=clean_env(cwd, **env), capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def lesps_state(checkpoint: dict) -> dict:
+    return next(state for key, state in checkpoint["callbacks"].items() if key.startswith("LESPSCallback"))
+
+
+def _in_run(value: Any, run_dir: Path) -> Any:
+    """A string with `run_dir` (as given or resolved) written as `<run>`; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    return value.replace(str(run_dir.resolve()), "<run>").replace(str(run_dir), "<run>")
+
+
+def checkpoint_differences(reference: Any, other: Any, reference_dir: Path, other_dir: Path,
+                           key: str = "") -> list[str]:
+    """Where two checkpoints (or parts of them) differ: every entry (weights, optimizer and scheduler state, loops,
+    callbacks, RNG states, data-module state), tensors bit for bit; a path into either run directory is `<run>`."""
+    reference, other = _in_run(reference, reference_dir), _in_run(other, other_dir)
+    if isinstance(reference, dict) and isinstance(other, dict):
+        reference = {_in_run(k, reference_dir): v for k, v in reference.items()}
+        other = {_in_run(k, other_dir): v for k, v in other.items()}
+        if set(reference) != set(other):
+            return [f"{key}: keys {sorted(map(str, reference))} != {sorted(map(str, other))}"]
+        return [d for k in reference for d in checkpoint_differences(reference[k], other[k], reference_dir, other_dir,
+                                                                     f"{key}/{k}")]
+    if isinstance(reference, (list, tuple)) and isinstance(other, (list, tuple)):
+        if type(reference) is not type(other) or len(reference) != len(other):
+            return [f"{key}: {type(reference).__name__} of {len(reference)} != {type(other).__name__} of {len(other)}"]
+        return [d for i, (a, b) in enumerate(zip(reference, other, strict=True))
+                for d in checkpoint_differences(a, b, reference_dir, other_dir, f"{key}[{i}]")]
+    if isinstance(reference, torch.Tensor) and isinstance(other, torch.Tensor):
+        same = reference.dtype == other.dtype and reference.shape == other.shape and torch.equal(reference, other)
+        return [] if same else [f"{key}: tensors differ"]
+    if isinstance(reference, np.ndarray) and isinstance(other, np.ndarray):
+        same = reference.dtype == other.dtype and np.array_equal(reference, other)
+        return [] if same else [f"{key}: arrays differ"]
+    if type(reference) is not type(other) or reference != other:
+        return [f"{key}: {reference!r} != {other!r}"]
+    return []
+
+
+def bank_differences(reference_dir: Path, other_dir: Path) -> list[str]:
+    """Where the label banks of two run directories differ: current round, recorded rounds, the current round's
+    images and labels (bit for bit)."""
+    from irstd.data.label_bank import LabelBank
+
+    reference, other = LabelBank(reference_dir / "label_bank"), LabelBank(other_dir / "label_bank")
+    if (reference.current_round(), reference.rounds()) != (other.current_round(), other.rounds()):
+        return [f"rounds {reference.current_round()} of {reference.rounds()} != {other.current_round()} of "
+                f"{other.rounds()}"]
+    expected, got = reference.read_round(), other.read_round()
+    if list(expected) != list(got):
+        return [f"images {list(expected)} != {list(got)}"]
+    return [f"label of {name}" for name in expected
+            if expected[name].dtype != got[name].dtype or not np.array_equal(expected[name], got[name])]
+
+
+def assert_ends_alike(reference_dir: Path, final_dir: Path) -> None:
+    """A resumed run ended where the uninterrupted one did: its last checkpoint equal in every entry, its label
+    bank's current round (and the rounds it records) equal bit for bit."""
+    reference = load_checkpoint(reference_dir / "checkpoints" / "last.ckpt")
+    final = load_checkpoint(final_dir / "checkpoints" / "last.ckpt")
+    differences = checkpoint_differences(reference, final, reference_dir, final_dir)
+    differences += [f"label bank: {d}" for d in bank_differences(reference_dir, final_dir)]
+    assert not differences, f"{final_dir} differs from {reference_dir}:\n" + "\n".join(differences[:20])
 
 
 def run_predict(output: Path, overrides: list[str]) -> dict:

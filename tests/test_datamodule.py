@@ -93,7 +93,7 @@ def test_setting_groups_arrive_as_dicts_and_become_dataclasses(tiny_dataset, tmp
     assert dm.policies == PolicyOptions()
     # hyperparameters (and so checkpoints) hold plain dicts, not our classes
     assert dm.hparams.loading == {"num_workers": 0, "persistent_workers": True, "pin_memory": False,
-                                  "eval_batch_size": 2}
+                                  "eval_batch_size": 2, "cache_mb": 1024}
     assert all(type(dm.hparams[key]) is dict for key in GROUPS)
     same = make_dm(tiny_dataset, tmp_path, loading=LoadingOptions(eval_batch_size=2))
     assert same.loading == LoadingOptions(eval_batch_size=2) and same.hparams.loading["eval_batch_size"] == 2

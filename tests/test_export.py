@@ -43,8 +43,9 @@ def randomised(net: torch.nn.Module) -> torch.nn.Module:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.reset_running_stats()
                 module.momentum = None  # the batch's own statistics, not a blend with the initial ones
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.2, generator=generator)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5, generator=generator)
+                    module.bias.normal_(0, 0.2, generator=generator)
         net.train()(torch.randn(2, 1, 64, 64, generator=generator))
     return net.eval()
 

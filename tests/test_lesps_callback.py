@@ -130,3 +130,28 @@ def test_evolving_in_chunks_gives_the_same_round(tiny_dataset, tmp_path):
         assert np.array_equal(rounds[0][name], rounds[1][name]), name
         changed += int((rounds[0][name] > 0).sum())
     assert changed > 0
+
+
+def test_the_epoch_loss_is_read_once_and_equals_the_step_by_step_mean():
+    """The step losses stay on their device until the epoch ends; their mean is the one the start rules always saw
+    (a float64 mean of the float32 step values, reduced over ranks as float32)."""
+
+    class OneRank:
+        @staticmethod
+        def reduce(value, reduce_op):
+            return value
+
+    class Trainer:
+        strategy = OneRank()
+
+    generator = torch.Generator().manual_seed(0)
+    losses = (torch.rand(37, generator=generator) * 30).float()
+    callback = LESPSCallback()
+    callback.on_train_epoch_start(None, None)
+    for i, loss in enumerate(losses):
+        callback.on_train_batch_end(None, None, {"loss": loss.clone().requires_grad_()} if i % 2 else loss, None, i)
+    assert all(isinstance(kept, torch.Tensor) and not kept.requires_grad for kept in callback._batch_losses)
+    step_by_step = float(torch.tensor(float(np.mean([float(loss) for loss in losses]))))
+    assert callback._epoch_loss(Trainer(), torch.device("cpu")) == step_by_step
+    callback.on_train_epoch_start(None, None)
+    assert np.isnan(callback._epoch_loss(Trainer(), torch.device("cpu")))

@@ -17,7 +17,14 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from irstd.data.datasets import EpochSampler, FullImageDataset, PadCollate, TrainDataset
+from irstd.data.datasets import (
+    DecodedCache,
+    EpochSampler,
+    FullImageDataset,
+    PadCollate,
+    TrainDataset,
+    fill_image_cache,
+)
 from irstd.data.label_bank import LabelBank
 from irstd.data.sources import (
     AUTO_LABEL,
@@ -44,18 +51,24 @@ class LoadingOptions:
         persistent_workers: keep the workers alive between epochs (only with num_workers > 0).
         pin_memory: page-locked batches, for faster copies to a GPU.
         eval_batch_size: full images per batch when validating, testing and evolving labels.
+        cache_mb: MiB of decoded training images and current labels held in memory per process, instead of
+            decoding the PNG and the label bank's compressed round for every sample (0: no cache). The images are
+            decoded once before the workers start, which share them; batches are the same bit for bit.
     """
 
     num_workers: int = 0
     persistent_workers: bool = False
     pin_memory: bool = False
     eval_batch_size: int = 1
+    cache_mb: float = 1024
 
     def __post_init__(self):
         if self.num_workers < 0:
             raise ValueError(f"data.loading.num_workers must be >= 0, got {self.num_workers}")
         if self.eval_batch_size < 1:
             raise ValueError(f"data.loading.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if not self.cache_mb >= 0:
+            raise ValueError(f"data.loading.cache_mb must be >= 0 (0: no cache), got {self.cache_mb}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,9 @@ class IRSTDDataModule(pl.LightningDataModule):
         self.train_scan: SplitScan | None = None
         self.val_scan: SplitScan | None = None
         self.test_scans: dict[str, SplitScan] = {}
+        # decoded training images and current labels (data.loading.cache_mb); None: decoded per sample
+        self.cache: DecodedCache | None = (DecodedCache(int(self.loading.cache_mb * 2**20))
+                                           if self.loading.cache_mb > 0 else None)
 
     # ---- preparation -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -405,8 +421,9 @@ class IRSTDDataModule(pl.LightningDataModule):
                           pin_memory=self.loading.pin_memory, collate_fn=collate, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
+        self._fill_cache()
         dataset = TrainDataset(self.train_scan.samples, self.bank, self.mean, self.std,
-                               self.hparams.patch_size, self.hparams.augment, self.hparams.seed)
+                               self.hparams.patch_size, self.hparams.augment, self.hparams.seed, cache=self.cache)
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(dataset, self.hparams.seed, num_replicas=world, rank=rank,
@@ -457,9 +474,19 @@ class IRSTDDataModule(pl.LightningDataModule):
     def evolve_dataloader(self, samples: Sequence[Sample] | None = None, batch_size: int | None = None) -> DataLoader:
         """Full training images (all, or `samples`) with their masks and current labels, in a fixed order."""
         dataset = FullImageDataset(samples if samples is not None else self.train_scan.samples,
-                                   self.mean, self.std, bank=self.bank)
+                                   self.mean, self.std, bank=self.bank, cache=self.cache)
         return self._loader(dataset, batch_size or self.loading.eval_batch_size, shuffle=False,
                             collate=PadCollate(self.evaluation.pad_multiple, self.evaluation.pad_always))
+
+    def _fill_cache(self) -> None:
+        """Decode the training images into the cache here, before the loader's workers start and share them."""
+        if self.cache is None:
+            return
+        samples = self.train_scan.samples
+        held = fill_image_cache(self.cache, samples)
+        if held < len(samples):
+            log.info("data.loading.cache_mb=%g holds %d of the %d training images (%.0f MiB); the others are "
+                     "decoded for every sample", self.loading.cache_mb, held, len(samples), self.cache.used / 2**20)
 
     # ---- checkpoint state: the round trained against and the statistics --------------------
     def state_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,9 +10,81 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from irstd.data.label_bank import LabelBank
-from irstd.data.sources import DatasetError, Sample
+from irstd.data.sources import DatasetError, Sample, bit_depth
 from irstd.data.transforms import random_crop, random_dihedral
 from irstd.ops.padding import pad_bottom_right, padded_size
+
+
+class DecodedCache:
+    """Decoded arrays held in this process's memory, up to `max_bytes` (`data.loading.cache_mb`).
+
+    First come, first kept: a training epoch visits every image in a new order, so once the set does not fit,
+    evicting would only trade one decode for another; what does not fit is decoded on every use, as without a
+    cache. The arrays are shared with every caller: never write into one (the datasets below copy first).
+
+    Filled before the loader's workers start (`fill_image_cache`), its arrays are shared with forked workers page
+    by page, so images decoded once serve every worker; what a worker adds afterwards (labels) is its own.
+    """
+
+    def __init__(self, max_bytes: int):
+        if max_bytes < 0:
+            raise ValueError(f"data.loading.cache_mb must be >= 0, got {max_bytes / 2**20:g}")
+        self.max_bytes = int(max_bytes)
+        self.used = 0
+        self._items: dict[Hashable, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.max_bytes
+
+    def get(self, key: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
+        """The array kept under `key`, else `load()` (kept when it fits). Read-only for the caller."""
+        array = self._items.get(key)
+        if array is None:
+            array = load()
+            if self.fits(array.nbytes):
+                self._items[key] = array
+                self.used += array.nbytes
+        return array
+
+    def discard(self, keep: Callable[[Hashable], bool]) -> None:
+        """Drop every entry whose key `keep` rejects."""
+        for key in [key for key in self._items if not keep(key)]:
+            self.used -= self._items.pop(key).nbytes
+
+
+def load_image_compact(sample: Sample) -> np.ndarray:
+    """`sample.load_image()` in the narrowest dtype that holds it exactly: uint8 for 8-bit images (a quarter of
+    the float32 bytes), float32 otherwise; `.astype(np.float32)` gives back `load_image()` bit for bit."""
+    image = sample.load_image()
+    return image.astype(np.uint8) if bit_depth(sample.mode) == 8 else image
+
+
+def _image_bytes(sample: Sample) -> int:
+    return sample.image_hw[0] * sample.image_hw[1] * (1 if bit_depth(sample.mode) == 8 else 4)
+
+
+def fill_image_cache(cache: DecodedCache, samples: Sequence[Sample]) -> int:
+    """Decode `samples` into `cache` in order until the next one would not fit; returns how many it holds."""
+    for sample in samples:
+        if ("image", sample.name) in cache:
+            continue
+        if not cache.fits(_image_bytes(sample)):
+            break
+        cache.get(("image", sample.name), lambda sample=sample: load_image_compact(sample))
+    return sum(("image", sample.name) in cache for sample in samples)
+
+
+def _load_image(sample: Sample, cache: DecodedCache | None) -> np.ndarray:
+    """The decoded image (float32, native units); a fresh array only when there is no cache."""
+    if cache is None:
+        return sample.load_image()
+    return cache.get(("image", sample.name), lambda: load_image_compact(sample)).astype(np.float32, copy=False)
 
 
 class TrainDataset(Dataset):
@@ -23,16 +95,21 @@ class TrainDataset(Dataset):
     workers or ranks, and a resumed run sees exactly what an uninterrupted one would have.
     The bank re-reads its manifest when it changes, so workers (persistent ones
     too) train on a newly committed round from the next sample on.
+
+    With a `cache` (`DecodedCache`) the decoded images, and the current round's labels, are kept in memory
+    instead of being decoded for every sample; the items are the same bit for bit.
     """
 
     def __init__(self, samples: Sequence[Sample], bank: LabelBank, mean: float, std: float,
-                 patch_size: int, augment: bool = True, seed: int = 0):
+                 patch_size: int, augment: bool = True, seed: int = 0, cache: DecodedCache | None = None):
         self.samples = list(samples)
         self.bank = bank
         self.mean, self.std = mean, std
         self.patch_size = patch_size
         self.augment = augment
         self.seed = seed
+        self.cache = cache
+        self._label_round: int | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -40,8 +117,9 @@ class TrainDataset(Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         sample = self.samples[index]
-        image = torch.from_numpy((sample.load_image() - self.mean) / self.std)[None]
-        label = torch.from_numpy(self.bank.read(sample.name))[None]
+        # the normalisation makes a new array: a cached image is never written
+        image = torch.from_numpy((_load_image(sample, self.cache) - self.mean) / self.std)[None]
+        label = torch.from_numpy(self._label(sample.name))[None]
         if label.shape != image.shape:
             raise DatasetError(f"label of {sample.name} in {self.bank.root} is {tuple(label.shape[1:])}, "
                                f"its image {sample.image} is {tuple(image.shape[1:])}")
@@ -50,7 +128,20 @@ class TrainDataset(Dataset):
         image, label = random_crop(image, label, self.patch_size, generator)
         if self.augment:
             image, label = random_dihedral(image, label, generator)
-        return {"image": image.contiguous(), "label": label.contiguous()}
+        # a crop of a cached label may still share its memory: copy it out
+        label = label.contiguous() if self.cache is None else label.clone(memory_format=torch.contiguous_format)
+        return {"image": image.contiguous(), "label": label}
+
+    def _label(self, name: str) -> np.ndarray:
+        """The current round's label of `name`; with a cache, decoded once per round and process."""
+        if self.cache is None:
+            return self.bank.read(name)
+        round_index = self.bank.current_round()
+        if round_index != self._label_round:
+            # a new round: the last round's labels are dead weight
+            self.cache.discard(lambda key: key[0] != "label")
+            self._label_round = round_index
+        return self.cache.get(("label", name), lambda: self.bank.read(name, round=round_index))
 
 
 class EpochSampler(DistributedSampler):
@@ -100,19 +191,22 @@ class EpochSampler(DistributedSampler):
 
 
 class FullImageDataset(Dataset):
-    """Whole images (normalised) with their masks and, optionally, their current labels."""
+    """Whole images (normalised) with their masks and, optionally, their current labels; images are taken from
+    `cache` (a `DecodedCache`) when given."""
 
-    def __init__(self, samples: Sequence[Sample], mean: float, std: float, bank: LabelBank | None = None):
+    def __init__(self, samples: Sequence[Sample], mean: float, std: float, bank: LabelBank | None = None,
+                 cache: DecodedCache | None = None):
         self.samples = list(samples)
         self.mean, self.std = mean, std
         self.bank = bank
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        image = torch.from_numpy((sample.load_image() - self.mean) / self.std)[None]
+        image = torch.from_numpy((_load_image(sample, self.cache) - self.mean) / self.std)[None]
         mask = sample.load_mask()
         item = {
             "index": index,

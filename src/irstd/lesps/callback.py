@@ -79,7 +79,8 @@ class LabelUpdateCallback(pl.Callback):
         self.rounds_done = 0
         self.loss_history: list[float] = []
         self.panel_spots: list[tuple[str, int, int]] = []
-        self._batch_losses: list[float] = []
+        # this epoch's step losses, detached and left on their device until the epoch ends (`_epoch_loss`)
+        self._batch_losses: list[torch.Tensor] = []
 
     # ---- the update rule, the subclass's --------------------------------------------------------
     def update_labels(self, prob: torch.Tensor, label: torch.Tensor, valid_hw: torch.Tensor,
@@ -98,13 +99,20 @@ class LabelUpdateCallback(pl.Callback):
         self._batch_losses = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # kept on the device: reading the value here would make the host wait for every step's backward pass
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._batch_losses.append(float(loss.detach()))
+        self._batch_losses.append(loss.detach())
 
     def _epoch_loss(self, trainer: pl.Trainer, device: torch.device) -> float:
-        local = torch.tensor(float(np.mean(self._batch_losses)) if self._batch_losses else float("nan"),
-                             device=device)
-        return float(trainer.strategy.reduce(local, reduce_op="mean"))
+        """The mean of this epoch's step losses over its batches and ranks: the host reads them once, here.
+
+        The same number as a mean of the losses read step by step (float64 mean of the float32 values)."""
+        if self._batch_losses:
+            steps = torch.stack([loss.reshape(()) for loss in self._batch_losses]).double().cpu().numpy()
+            mean = float(np.mean(steps))
+        else:
+            mean = float("nan")
+        return float(trainer.strategy.reduce(torch.tensor(mean, device=device), reduce_op="mean"))
 
     def should_evolve(self, epoch: int, epoch_loss: float, max_epochs: int | None = None) -> bool:
         """Apply the start rule, then the every-f-epochs rule; updates `started`/`start_epoch`."""

@@ -18,7 +18,16 @@ from irstd.registry import Registry
 BACKBONES = Registry("backbone", "model.backbone.name", {
     "acm": "irstd.models.acm:ACM",
     "alcnet": "irstd.models.alcnet:ALCNet",
+    "alclnet": "irstd.models.alclnet:ALCLNet",
     "dnanet": "irstd.models.dnanet:DNANet",
+    "ggl": "irstd.models.ggl:GGLNet",
+    "istdunet": "irstd.models.istdunet:ISTDUNet",
+    "mlclnet": "irstd.models.mlclnet:MLCLNet",
+    "msdanet": "irstd.models.msdanet:MSDANet",
+    "mshnet": "irstd.models.mshnet:MSHNet",
+    "rdian": "irstd.models.rdian:RDIAN",
+    "sctransnet": "irstd.models.sctransnet:SCTransNet",
+    "uiunet": "irstd.models.uiunet:UIUNet",
     "unet": "irstd.models.unet:UNet",
 })
 

@@ -5,24 +5,57 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
+import torch
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from irstd.data.datamodule import IRSTDDataModule
-from irstd.utils.files import load_torch_file
+from irstd.utils.files import atomic_write, load_torch_file
 
 
 class LastCheckpoint(ModelCheckpoint):
     """`checkpoints/last.ckpt` after every training epoch, after that epoch's LESPS round.
 
     Lightning's `save_last` writes only when another checkpoint is saved (every 50 epochs here); this one writes
-    every epoch, atomically (Lightning saves through a file-system transaction), so a killed run always leaves a
-    complete checkpoint. Its own class keeps its checkpoint state apart from the periodic snapshots' even when
-    both run every epoch.
+    every epoch, atomically (through `AtomicCheckpointIO`, which `irstd-train` installs), so a killed run always
+    leaves a complete checkpoint. Its own class keeps its checkpoint state apart from the periodic snapshots' even
+    when both run every epoch.
     """
 
     def __init__(self, dirpath: str, **kwargs: Any) -> None:
         super().__init__(dirpath=dirpath, filename="last", save_top_k=1, every_n_epochs=1,
                          save_on_train_epoch_end=True, enable_version_counter=False, **kwargs)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic on any local file system: the checkpoint is written to a temporary
+    file beside its path, flushed, then renamed over it (`irstd.utils.files.atomic_write`).
+
+    Lightning's own writer stages the bytes in the system's temporary folder and moves them into place. When that
+    folder is on another file system than the run (a tmpfs /tmp, a node-local disk), the move is a copy into the
+    checkpoint's own path, so a run killed, or out of disk space, during the copy leaves a truncated `last.ckpt` in
+    place of the last good one (tests/test_faults.py). Remote paths (s3://...) are written as Lightning writes them.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        fs, local_path = url_to_fs(str(path))
+        if storage_options is not None or not isinstance(fs, LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(local_path)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a writer that was killed
+            stale.unlink(missing_ok=True)
+        with atomic_write(target, "wb") as handle:
+            torch.save(checkpoint, handle)
+
+
+def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
+    """Save this trainer's checkpoints with `AtomicCheckpointIO`, unless the config chose a checkpoint writer."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:

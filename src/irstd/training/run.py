@@ -3,8 +3,10 @@ one run directory. The `irstd-train` entry point composes the config and calls `
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from irstd.data.datamodule import IRSTDDataModule
+from irstd.training.checkpoints import use_atomic_checkpoints
 from irstd.training.ddp import release_distributed
 from irstd.training.loggers import finish_loggers, instantiate_group, instantiate_loggers
 from irstd.training.run_dir import save_resolved_config, seed_from_config, write_metrics
@@ -28,8 +31,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then (unless `test=false`) evaluate the selected weights (`select`, by default the last epoch's) on
     the test split(s).
 
-    Kept apart from the Hydra entry point so tests and scripts call it with a composed config.
+    Kept apart from the Hydra entry point so tests and scripts call it with a composed config. A full disk (or
+    quota) stops it with an OSError that names the run directory and the checkpoint to resume from.
     """
+    try:
+        return _train(cfg)
+    except Exception as err:
+        full = _disk_full(err)
+        if full is None:
+            raise
+        raise OSError(full.errno, disk_full_message(Path(cfg.paths.output_dir), full)) from err
+
+
+def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
@@ -47,6 +61,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers, logger_callbacks = instantiate_loggers(cfg)
     callbacks.extend(logger_callbacks + ([best] if best else []))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    use_atomic_checkpoints(trainer)
 
     # loggers and DDP ranks are released even when training fails, so the next job of a multirun starts clean
     failed = True
@@ -68,6 +83,28 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         finish_loggers(loggers, failed)
         release_distributed(trainer, failed)
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
+
+
+def _disk_full(err: BaseException | None) -> OSError | None:
+    """The "no space left" / "quota exceeded" error behind `err` (itself, or what it was raised from or during)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def disk_full_message(output_dir: Path, err: OSError) -> str:
+    """What a run that ran out of disk space tells its user: where, what is intact, how to go on."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        hint = (f"the last complete checkpoint, {last}, and the label-bank round it trained against are intact: free "
+                f"some space, then resume with the same overrides and ckpt_path={last}")
+    else:
+        hint = "no checkpoint was completed yet: free some space, then start the run again"
+    return f"{os.strerror(err.errno)} while training into the run directory {output_dir}; {hint}"
 
 
 def best_checkpoint(cfg: DictConfig) -> ModelCheckpoint | None:
