@@ -51,6 +51,9 @@ SMALL_BACKBONES = {
     "alcnet": {"layers": [1, 1, 1], "channels": [4, 8, 16, 32]},
     "dnanet": {"channels": [4, 8, 16, 32, 64], "num_blocks": [1, 1, 1, 1]},
     "unet": {"width": 4, "depth": 2},
+    "alclnet": {"channels": [8, 8, 16, 16, 16], "blocks": 1},
+    "mlclnet": {"channels": [4, 4, 8], "blocks": 1},
+    "msdanet": {"channels": [8, 12, 8, 8, 8], "side_channels": 4},
 }
 
 
