@@ -83,7 +83,7 @@ def compare(ours: list[Tensor], theirs: list[Tensor], mode: str) -> float:
     if len(ours) != len(theirs):
         raise SystemExit(f"{mode}: {len(ours)} outputs here, {len(theirs)} in the reference")
     worst = 0.0
-    for index, (a, b) in enumerate(zip(ours, theirs)):
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         if a.shape != b.shape:
             raise SystemExit(f"{mode} output {index}: shape {tuple(a.shape)} here, {tuple(b.shape)} in the reference")
         diff = (a - b).abs().max().item()

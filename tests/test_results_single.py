@@ -99,7 +99,8 @@ def test_the_command_sweeps_seeds_then_backbones_then_rows_at_one_scale(tmp_path
 
 def test_the_cli_checks_the_scale_per_target_and_the_choices(capsys):
     for argv, message in ((["table2", "--scale", "cpu"], "table2 runs at --scale smoke | paper, not cpu"),
-                          (["single", "--scale", "paper"], "single runs at --scale smoke | cpu | gpu | demo, not paper"),
+                          (["single", "--scale", "paper"],
+                           "single runs at --scale smoke | cpu | gpu | demo, not paper"),
                           (["single", "--backbones", "resnet"], "unknown backbone 'resnet'; known: acm, alcnet"),
                           (["single", "--rows", "full,nope"], "unknown row 'nope'")):
         with pytest.raises(SystemExit) as exit_info:

@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", choices=sorted({scale for scales in SCALES.values() for scale in scales}),
                         help="conf/scale/<scale>.yaml. Tables and fig6: smoke (CPU, minutes; the default) or paper "
                         "(GPU, 42,000 steps). single: smoke (the default), cpu (SIRST, 1,500 steps, about 15 min a "
-                        "run on 2 cores), gpu (SIRST, 5,600 steps = 400 epochs) or demo (`make demo`: the synthetic data, "
-                        "minutes a run); with --collect, read from the jobs")
+                        "run on 2 cores), gpu (SIRST, 5,600 steps = 400 epochs) or demo (`make demo`: the synthetic "
+                        "data, minutes a run); with --collect, read from the jobs")
     parser.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 of every experiment")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/reproduce"),
                         help="runs go to OUT_DIR/<target>/<scale>/<timestamp>/")
