@@ -26,7 +26,8 @@ from irstd.lesps.callback import FixedLabelsCallback, LabelUpdateCallback
 from irstd.lesps.progressive import PALCallback
 from irstd.training.run import train
 
-LOSS_CLASSES = {"focal": "FocalLoss", "softiou": "SoftIoULoss", "bce_dice": "BCEDiceLoss", "edge_bce": "EdgeBCELoss"}
+LOSS_CLASSES = {"focal": "FocalLoss", "softiou": "SoftIoULoss", "bce_dice": "BCEDiceLoss", "edge_bce": "EdgeBCELoss",
+                "sls": "SLSLoss"}
 
 
 def options(group: str) -> list[str]:
@@ -37,7 +38,7 @@ def test_the_groups_ship_the_documented_options():
     assert options("label_init") == ["clustering", "diffusion", "points", "pseudo"]
     assert options("label_update") == ["lesps", "none", "pal"]
     assert options("start") == ["epoch", "fraction", "loss", "plateau"]
-    assert options("loss") == ["bce_dice", "edge_bce", "focal", "softiou"]
+    assert options("loss") == ["bce_dice", "edge_bce", "focal", "sls", "softiou"]
 
 
 def combinations(every: bool) -> list[tuple[str, str, str, str]]:
