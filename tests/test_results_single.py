@@ -101,7 +101,8 @@ def test_the_cli_checks_the_scale_per_target_and_the_choices(capsys):
     for argv, message in ((["table2", "--scale", "cpu"], "table2 runs at --scale smoke | paper, not cpu"),
                           (["single", "--scale", "paper"],
                            "single runs at --scale smoke | cpu | gpu | demo, not paper"),
-                          (["single", "--backbones", "resnet"], "unknown backbone 'resnet'; known: acm, alclnet, alcnet"),
+                          (["single", "--backbones", "resnet"],
+                           "unknown backbone 'resnet'; known: acm, alclnet, alcnet"),
                           (["single", "--rows", "full,nope"], "unknown row 'nope'")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
