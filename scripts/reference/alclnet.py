@@ -30,11 +30,9 @@ LAYOUTS = (("model/ALCL/ALCL_no_sigmoid.py", "ALCL_No_Sigmoid"), ("model/ALCL_Ne
 
 
 def _stub_torchvision() -> None:
-    try:
-        import torchvision.transforms.functional  # noqa: F401
-    except ImportError:
-        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
-            sys.modules.setdefault(name, types.ModuleType(name))
+    # the reference imports torchvision without using it in the network; irstd does not depend on torchvision
+    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
+        sys.modules.setdefault(name, types.ModuleType(name))
 
 
 def build_reference(root: Path) -> nn.Module:
