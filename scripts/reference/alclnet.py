@@ -7,7 +7,7 @@ Their last `nn.Sigmoid` is replaced by the identity after building (undoing a sa
 All of them hard-code 3 input channels (grey images replicated to RGB), so both sides are built with
 in_channels=3 here; irstd's default in_channels=1 is the same network with the first convolution's weights summed
 over the three channels (`irstd.models.local_contrast.collapse_rgb_input`, checked in tests/test_models_alclnet.py).
-The reference files import torchvision for nothing; a stub stands in where torchvision is not installed.
+The reference files import torchvision for nothing; a stub always stands in (irstd does not depend on torchvision).
 """
 
 from __future__ import annotations
