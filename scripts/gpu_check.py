@@ -355,6 +355,7 @@ def compare_ddp_round(run_dir: Path, data: list[str], root: Path, split: str, de
     committed = bank.read_round(1)
     same_names = sorted(evolved) == sorted(committed) == sorted(bank.names())
     unequal = [n for n in committed if n not in evolved or not np.array_equal(evolved[n], committed[n])]
+    differing = sum(int((evolved[n] != committed[n]).sum()) for n in unequal if n in evolved)
     changed = sum(int((committed[n] != bank.read(n, round=0)).sum()) for n in committed)
     ddp_metrics = json.loads((run_dir / "metrics.json").read_text())
     single, _ = evaluate(compose_config("eval", folder / "eval", data + [
@@ -364,8 +365,10 @@ def compare_ddp_round(run_dir: Path, data: list[str], root: Path, split: str, de
     off = [k for k in keys if not np.isclose(ddp_metrics[f"test/{k}"], single[k], rtol=1e-5, atol=1e-9)]
     ok = same_names and not unequal and changed > 0 and not off
     metrics = "equal" if not off else "DIFFER: " + ", ".join(off)
+    differences = f", {differing} pixels differ" if unequal else ""
     return ok, (f"round 1 of {len(committed)} images: {len(committed) - len(unequal)} equal bit for bit to the single "
-                f"process ({changed} pixels evolved); test metrics {metrics} (test/iou {ddp_metrics['test/iou']:.4f})")
+                f"process ({changed} pixels evolved{differences}); test metrics {metrics} "
+                f"(test/iou {ddp_metrics['test/iou']:.4f})")
 
 
 def ddp_overrides(data: list[str], backbone_overrides: list[str]) -> list[str]:
@@ -397,6 +400,12 @@ def check_ddp(args: argparse.Namespace, rows: Rows) -> None:
             return ok, f"2 gloo processes on the CPU, tiny synthetic set (7 images): {figures}"
 
     def cuda() -> tuple[bool, str]:
+        # cuDNN's choice of convolution algorithm differs between processes (and with the memory the other rank
+        # holds); after one epoch ACM's maps are nearly flat, so float noise moves LESPS's thresholds: both sides
+        # take deterministic algorithms so that the comparison checks the sharding, not the arithmetic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
         root, split = dataset(args)
         gpus = torch.cuda.device_count() if CUDA.type == "cuda" else 0
         backend = args.ddp_backend if args.ddp_backend != "auto" else "nccl" if gpus >= 2 else "gloo"
@@ -405,7 +414,7 @@ def check_ddp(args: argparse.Namespace, rows: Rows) -> None:
             data = data_overrides(root, split)
             run_dir = folder / "run"
             quick = ["data.patch_size=64", "data.batch_size=4"] if args.quick else []
-            common = [*entry, *ddp_overrides(data + quick, ["model=acm"]), "trainer=ddp",
+            common = [*entry, *ddp_overrides(data + quick, ["model=acm"]), "trainer=ddp", "trainer.deterministic=warn",
                       f"trainer.accelerator={accelerator(CUDA.type)}",
                       f"trainer.strategy.process_group_backend={backend}",
                       f"hydra.run.dir={quote_override_value(str(run_dir))}"]

@@ -78,3 +78,22 @@ def test_a_killed_run_resumes_exactly(tiny_dataset, tmp_path):
     assert load_checkpoint(resumed / "checkpoints" / "last.ckpt")["epoch"] == MAX_EPOCHS - 1
     assert LabelBank(resumed / "label_bank").current_round() == 5
     assert_ends_alike(uninterrupted, resumed)
+
+
+def test_generator_states_survive_a_checkpoint_file(tmp_path):
+    """The states saved in a checkpoint restore the same draws of torch, NumPy and Python after torch.load with
+    weights_only (what Lightning uses); on a GPU machine `make gpu-check`'s DDP row also loads them to CUDA."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from irstd.training.module import rng_states, set_rng_states
+
+    torch.save({"rng_states": rng_states()}, tmp_path / "states.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_states(torch.load(tmp_path / "states.pt", weights_only=True)["rng_states"])
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0])
+    assert np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2]

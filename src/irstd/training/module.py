@@ -251,11 +251,14 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
+    # `load_from_checkpoint(map_location="cuda")` moves these tensors too; the generators take CPU byte tensors
+    torch.set_rng_state(states["torch"].cpu())
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
     numpy = states["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+    np.random.set_state((numpy["kind"], numpy["keys"].cpu().numpy().astype(np.uint32), numpy["position"],
                          numpy["has_gauss"], numpy["cached_gaussian"]))
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        # a checkpoint from a machine with more GPUs restores the generators of the GPUs this one has
+        for index, state in enumerate(states["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state.cpu(), index)
