@@ -104,13 +104,6 @@ class StepSync(pl.Callback):
         float((outputs["loss"] if isinstance(outputs, dict) else outputs).detach())
 
 
-class ChannelsLast(pl.Callback):
-    """The network's weights in channels_last; single-channel inputs already are, so every activation follows."""
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        pl_module.to(memory_format=torch.channels_last)
-
-
 class CompileNet(pl.Callback):
     """torch.compile of the backbone, in place (its state-dict keys stay)."""
 
@@ -261,7 +254,7 @@ def irstd_overrides(args: argparse.Namespace, backbone: str, variant: str) -> li
         "no_cache": ["data.loading.cache_mb=0"],
         "no_pbar": ["trainer.enable_progress_bar=false"],
         "step_sync": ["+callbacks.step_sync._target_=bench_train.StepSync"],
-        "channels_last": ["+callbacks.channels_last._target_=bench_train.ChannelsLast"],
+        "channels_last": ["model.channels_last=true"],
         "cudnn_benchmark": ["+trainer.benchmark=true"],
         "compile": ["+callbacks.compile_net._target_=bench_train.CompileNet"],
     }.get(variant, [])

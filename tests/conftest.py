@@ -22,6 +22,25 @@ from irstd.data.synthetic import SyntheticSpec, generate_synthetic
 SIRST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "SIRST"
 requires_sirst = pytest.mark.skipif(not SIRST.is_dir(), reason=f"real SIRST dataset not found at {SIRST}")
 
+# Reduced widths of every registered backbone, for tests that build and run each of them on tiny inputs (their
+# default widths reach 50 M parameters); tests/test_models.py checks that every registered backbone has one.
+SMALL_BACKBONES: dict[str, dict[str, Any]] = {
+    "acm": {"layers": [1, 1, 1], "channels": [4, 8, 16, 32]},
+    "alcnet": {"layers": [1, 1, 1], "channels": [4, 8, 16, 32]},
+    "dnanet": {"channels": [4, 8, 16, 32, 64], "num_blocks": [1, 1, 1, 1]},
+    "unet": {"width": 4, "depth": 2},
+    "alclnet": {"channels": [8, 8, 16, 16, 16], "blocks": 1},
+    "mlclnet": {"channels": [4, 4, 8], "blocks": 1},
+    "msdanet": {"channels": [8, 12, 8, 8, 8], "side_channels": 4},
+    "ggl": {"channels": [8, 8, 16, 16, 32]},
+    "istdunet": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8, "bottleneck_width": 64,
+                 "attention_units": 16},
+    "mshnet": {"channels": [4, 8, 16, 32, 64], "num_blocks": [1, 1, 1, 1]},
+    "rdian": {"channels": 8, "num_blocks": [1, 1, 1, 1]},
+    "sctransnet": {"base_channels": 4, "num_layers": 1, "patch_sizes": [8, 4, 2, 1], "img_size": 32},
+    "uiunet": {"channels": [8, 8, 16, 16, 16, 16], "mid_channels": [4, 4, 8, 8, 8, 8],
+               "decoder_mid_channels": [4, 4, 8, 8, 8]},
+}
 TINY_SPEC = dict(num_train=6, num_test=3, height=64, width=64, seed=3)
 
 

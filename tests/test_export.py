@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import compose_config
+from conftest import SMALL_BACKBONES, compose_config
 from irstd.inference.export import SIDE_MULTIPLE, export_metadata, export_model, read_metadata
 from irstd.inference.tasks import export
 from irstd.models import build_backbone
@@ -20,16 +20,17 @@ from irstd.training.module import IRSTDModule
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
 RELEASED_ACM = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "ACM_LESPS_centroid.pth.tar"
-# every paper backbone, DNA-Net and U-Net at small widths: the graph's structure is what the export must get right
-BACKBONES = {
-    "acm": {},
-    "alcnet": {},
-    "dnanet": {"channels": [4, 8, 8, 8, 8], "num_blocks": [1, 1, 1, 1]},
-    "unet": {"width": 4, "depth": 2},
-}
+# every backbone, the paper's two at their own widths and the others small: the graph's structure is what the
+# export must get right
+BACKBONES = {**SMALL_BACKBONES, "acm": {}, "alcnet": {}, "dnanet": {"channels": [4, 8, 8, 8, 8],
+                                                                    "num_blocks": [1, 1, 1, 1]}}
 # sizes other than the one the export traces at (2 x 1 x 64 x 64), batch 1 and 2
 SHAPES = [(1, 1, 96, 64), (2, 1, 64, 128)]
 TOLERANCE = 1e-5
+# onnxruntime's fused kernels sum in another order; these networks chain long products of attention maps, which
+# carries the float32 round-off further (measured max |diff| of the probabilities: MSDA-Net ~1e-3, UIU-Net ~2e-4,
+# GGL-Net 1.6e-5)
+ONNX_TOLERANCE = {"msdanet": 3e-3, "uiunet": 1e-3, "ggl": 1e-4}
 
 
 def randomised(net: torch.nn.Module) -> torch.nn.Module:
@@ -62,10 +63,18 @@ def images(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
 
 
+# their ONNX export takes 10-40 s each on 2 CPU cores: in `make test-slow`
+SLOW_ONNX = {"ggl", "istdunet", "msdanet", "mshnet", "sctransnet", "uiunet"}
+
+
 @pytest.fixture(params=sorted(BACKBONES))
 def backbone(request) -> tuple[str, torch.nn.Module]:
+    return request.param, built(request.param)
+
+
+def built(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return request.param, randomised(build_backbone(request.param, **BACKBONES[request.param]))
+    return randomised(build_backbone(name, **BACKBONES[name]))
 
 
 def metadata_for(name: str) -> dict[str, str]:
@@ -88,9 +97,11 @@ def test_torchscript_matches_pytorch_at_other_sizes_and_batches(backbone, tmp_pa
     assert json.loads(extra["irstd.json"])["mean"] == "101.5"
 
 
-def test_onnx_matches_pytorch_at_other_sizes_and_batches(backbone, tmp_path):
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_ONNX else name
+                                  for name in sorted(BACKBONES)])
+def test_onnx_matches_pytorch_at_other_sizes_and_batches(name, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
-    name, net = backbone
+    net = built(name)
     path = export_model(net, tmp_path / f"{name}.onnx", "onnx", metadata_for(name))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (graph_input,), (graph_output,) = session.get_inputs(), session.get_outputs()
@@ -100,7 +111,8 @@ def test_onnx_matches_pytorch_at_other_sizes_and_batches(backbone, tmp_path):
     for shape in SHAPES:
         (exported,) = session.run(None, {"image": images(shape).numpy()})
         assert exported.shape == shape
-        torch.testing.assert_close(torch.from_numpy(exported), reference(net, images(shape)), atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(exported), reference(net, images(shape)),
+                                   atol=ONNX_TOLERANCE.get(name, TOLERANCE), rtol=0)
     assert read_metadata(path) == metadata_for(name)
     assert sorted(tmp_path.iterdir()) == [path]  # written through a temporary file, nothing left beside it
 

@@ -8,31 +8,14 @@ import numpy as np
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from test_models import SMALL_BACKBONES
 
-from conftest import compose_config, tiny_train_overrides
+from conftest import SMALL_BACKBONES, compose_config, tiny_train_overrides
 from irstd.data.label_bank import LabelBank
 from irstd.lesps.evolution import evolve_labels
-from irstd.models import BACKBONES, available_backbones
+from irstd.models import available_backbones
 from irstd.training.module import IRSTDModule
 from irstd.training.run import train
 
-# Small settings of backbones that tests/test_models.py SMALL_BACKBONES does not list yet (read off their
-# constructors' checks); SMALL_BACKBONES wins where both have one.
-MORE_SMALL_BACKBONES = {
-    "ggl": {"channels": [8, 8, 16, 16, 32]},
-    "istdunet": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8, "bottleneck_width": 64,
-                 "attention_units": 16},
-    "mshnet": {"channels": [4, 8, 16, 32, 64], "num_blocks": [1, 1, 1, 1]},
-    "rdian": {"channels": 8, "num_blocks": [1, 1, 1, 1]},
-    "sctransnet": {"base_channels": 4, "num_layers": 1, "patch_sizes": [8, 4, 2, 1], "img_size": 32},
-    "uiunet": {"channels": [8, 8, 16, 16, 16, 16], "mid_channels": [4, 4, 8, 8, 8, 8],
-               "decoder_mid_channels": [4, 4, 8, 8, 8]},
-}
-# Backbones left out, with the reason (none at present). One without small settings in either dict is built at its
-# defaults when they are light, else skipped with the reason.
-NOT_TESTED: dict[str, str] = {}
-LIGHT_PARAMETERS = 1_500_000
 # |mixed - float32| / float32 of one training step's loss. The largest over 6 seeds at these widths: 4 % (ACM, both
 # dtypes), 3.5 % (UIU-Net), below 1.5 % for the others; a half-precision forward carries 8 (bf16) or 11 (float16)
 # mantissa bits, and batch norm over 2 tiny frames amplifies it.
@@ -47,22 +30,8 @@ def _cpu_autocast_supports(dtype: torch.dtype) -> bool:
 
 
 def small_module(name: str) -> IRSTDModule:
-    if name in NOT_TESTED:
-        pytest.skip(f"{name}: {NOT_TESTED[name]}")
-    try:
-        BACKBONES.get(name)
-    except ModuleNotFoundError as err:
-        if not (err.name or "").startswith("irstd.models."):
-            raise
-        pytest.skip(f"{name} is registered but its file, {err.name}, is not there yet")
-    small = SMALL_BACKBONES.get(name, MORE_SMALL_BACKBONES.get(name))
     torch.manual_seed(0)
-    module = IRSTDModule({"name": name, **(small or {})})
-    parameters = sum(p.numel() for p in module.parameters())
-    if small is None and parameters > LIGHT_PARAMETERS:
-        pytest.skip(f"{name}: no small settings in tests/test_models.py SMALL_BACKBONES and its defaults have "
-                    f"{parameters:,} parameters (> {LIGHT_PARAMETERS:,}); add small ones there")
-    return module
+    return IRSTDModule({"name": name, **SMALL_BACKBONES[name]})
 
 
 def target_batch() -> dict[str, torch.Tensor]:

@@ -162,3 +162,19 @@ def test_eval_needs_exactly_one_source(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="exactly one of ckpt_path"):
         evaluate(cfg)
     GlobalHydra.instance().clear()
+
+
+def test_channels_last_trains_in_that_layout_to_the_same_losses(tiny_dataset, tmp_path):
+    losses = {}
+    for layout in ("false", "true"):
+        cfg = compose_config("train", tmp_path / layout, tiny_train_overrides(tiny_dataset) + [
+            f"model.channels_last={layout}", "test=false"])
+        metrics, objects = train(cfg)
+        GlobalHydra.instance().clear()
+        losses[layout] = float(metrics["train/loss_epoch"])
+        convolutions = [m.weight for m in objects["model"].net.modules() if isinstance(m, torch.nn.Conv2d)]
+        in_layout = [w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                     for w in convolutions if w.shape[1] > 1 and w.shape[-1] > 1]
+        assert in_layout and all(in_layout) == (layout == "true"), layout
+    # the same steps from the same seed: only the summation order of the convolutions differs
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from irstd.data.sources import Sample, decode_image, find_file
 from irstd.metrics import DetectionROC, metric_suite
-from irstd.models import final_output
+from irstd.models import final_output, input_side_multiple
+from irstd.ops.padding import pad_bottom_right, padded_size
 from irstd.ops.tiling import predict_tiled
 from irstd.utils.files import atomic_write
 from irstd.viz import overlay, plot_roc, save_png
@@ -58,16 +59,22 @@ def model_predictor(model: torch.nn.Module, device: torch.device, tile_size: int
                     tile_overlap: int = 64) -> Callable[[Mapping[str, Any]], torch.Tensor]:
     """Probabilities of a LightningModule (`probabilities`) or a bare backbone returning logits.
 
-    Frames with a side longer than `tile_size` are predicted in overlapping tiles (`irstd.ops.tiling`).
+    Frames with a side longer than `tile_size` are predicted in overlapping tiles (`irstd.ops.tiling`). Inputs
+    whose sides are not multiples of the backbone's `side_multiple` are zero-padded at the bottom and right (as
+    the evaluation batches are) and the probabilities cropped back.
     """
     model = model.to(device).eval()
+    multiple = input_side_multiple(getattr(model, "net", model))
 
     def probabilities(image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        if height % multiple or width % multiple:
+            image = pad_bottom_right(image, padded_size(height, multiple), padded_size(width, multiple))
         if hasattr(model, "probabilities"):
-            return model.probabilities(image)
+            return model.probabilities(image)[..., :height, :width]
         logits = model(image)
         # a backbone converted to half precision: the metrics threshold float32 probabilities, as in training
-        return torch.sigmoid(final_output(logits).float())
+        return torch.sigmoid(final_output(logits).float())[..., :height, :width]
 
     @torch.no_grad()
     def predict(batch: Mapping[str, Any]) -> torch.Tensor:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from irstd.models import final_output
+from irstd.models import final_output, input_side_multiple
 from irstd.utils.files import atomic_write
 
 # format -> file suffix
@@ -69,6 +69,9 @@ def export_metadata(backbone: Mapping, mean: float, std: float, threshold: float
 def export_model(net: nn.Module, output: str | Path, fmt: str, metadata: Mapping[str, str], opset: int = 18) -> Path:
     """Write `net` (a backbone returning logits) to `output` in format `fmt`, atomically; returns the path."""
     check_format(fmt)
+    if SIDE_MULTIPLE % input_side_multiple(net):
+        raise ValueError(f"{type(net).__name__} needs input sides that are multiples of {input_side_multiple(net)}, "
+                         f"which the exported contract (multiples of {SIDE_MULTIPLE}) does not guarantee")
     model = ProbabilityModel(net).cpu().eval()
     output = Path(output)
     if fmt == "onnx":

@@ -51,6 +51,12 @@ def final_output(output: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
     return output[-1] if isinstance(output, (list, tuple)) else output
 
 
+def input_side_multiple(net: nn.Module) -> int:
+    """The multiple every input side must be, as the backbone declares it (`side_multiple`: 16 for most, 1 for
+    those that take any size); 1 for a registered backbone that declares none (its own errors then speak)."""
+    return int(getattr(net, "side_multiple", 1))
+
+
 def set_output_prior(net: nn.Module, prior: float) -> None:
     """Start every logit map at probability `prior` (RetinaNet's init, Lin et al. 2017): the biases of the
     backbone's `logit_layers()` become logit(prior). Targets cover about 0.1 % of an infrared frame; from the

@@ -27,6 +27,8 @@ class ACM(nn.Module):
     Defaults are the released configuration (397,823 parameters). Input sides must be multiples of 16.
     """
 
+    side_multiple = 16  # a stride-2 stem, a pooling and two stride-2 stages, mirrored by x2 upsamplings
+
     def __init__(self, in_channels: int = 1, layers: Sequence[int] = (3, 3, 3),
                  channels: Sequence[int] = (8, 16, 32, 64)):
         super().__init__()

@@ -41,6 +41,8 @@ class ALCNet(nn.Module):
     Defaults are the released configuration (519,889 parameters). Input sides must be multiples of 16.
     """
 
+    side_multiple = 16  # a stride-2 stem, a pooling and two stride-2 stages, mirrored by x2 upsamplings
+
     # read by irstd's DDP strategy: uplayer1/uplayer2 never get a gradient (see __init__)
     has_unused_parameters = True
 

@@ -97,6 +97,8 @@ class DNANet(nn.Module):
             (heads `final1`..`final4`) and eval returns the fused head's; without it, a single head `final`.
     """
 
+    side_multiple = 16  # four poolings, mirrored by x2 upsamplings
+
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256),
                  num_blocks: Sequence[int] = (2, 2, 2, 2), deep_supervision: bool = True):
         super().__init__()

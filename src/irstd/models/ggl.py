@@ -239,6 +239,8 @@ class GGLNet(nn.Module):
     ValueError.
     """
 
+    side_multiple = SIDE_MULTIPLE
+
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256)):
         super().__init__()
         channels = [int(c) for c in channels]

@@ -244,6 +244,8 @@ class ISTDUNet(nn.Module):
         attention_units: memory slots of each external attention (64 in the release).
     """
 
+    side_multiple = SIDE_DIVISOR
+
     def __init__(self, in_channels: int = 1, layers: Sequence[int] = (1, 2, 4, 8),
                  channels: Sequence[int] = (16, 32, 64, 128), stem_width: int = 16, bottleneck_width: int = 16,
                  attention_units: int = 64):

@@ -151,6 +151,8 @@ class RDIAN(nn.Module):
     works (the stride-2 trunk is resized back to the input size); there is no deep supervision.
     """
 
+    side_multiple = 1  # no downsampling that upsampling must mirror: any side
+
     def __init__(self, in_channels: int = 1, channels: int = 32, num_blocks: Sequence[int] = (1, 2, 2, 2)):
         super().__init__()
         num_blocks = [int(n) for n in num_blocks]

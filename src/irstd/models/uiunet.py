@@ -158,6 +158,8 @@ class UIUNet(nn.Module):
             head's alone (the side heads still feed it).
     """
 
+    side_multiple = 1  # ceil-mode pooling and upsampling to the skip's size take any side
+
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (64, 128, 256, 512, 512, 512),
                  mid_channels: Sequence[int] = (32, 32, 64, 128, 256, 256),
                  decoder_mid_channels: Sequence[int] = (16, 32, 64, 128, 256), deep_supervision: bool = True):

@@ -31,6 +31,7 @@ class UNet(nn.Module):
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"UNet needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
+        self.side_multiple = 2**depth
         channels = [width * 2**level for level in range(depth + 1)]
         self.stem = DoubleConv(in_channels, channels[0])
         self.down = nn.ModuleList(DoubleConv(channels[i], channels[i + 1]) for i in range(depth))

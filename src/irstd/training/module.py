@@ -38,12 +38,15 @@ class IRSTDModule(pl.LightningModule):
             backbone with an exact key mapping; not stored in checkpoints, which carry the weights themselves.
         output_prior: the initial target probability of every pixel (the logit layers' bias); None: the
             layers' default init, as the released code.
+        channels_last: hold the weights in channels-last memory format for training, so that every activation
+            follows (single-channel images already are): faster convolutions on CPUs and tensor cores
+            (docs/benchmarks.md); the numbers differ from the default layout at float32 round-off.
     """
 
     def __init__(self, backbone: Mapping[str, Any], optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "epoch",
                  threshold: float = 0.5, loss: torch.nn.Module | None = None,
-                 weights: str | None = None, output_prior: float | None = None):
+                 weights: str | None = None, output_prior: float | None = None, channels_last: bool = False):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
@@ -67,6 +70,10 @@ class IRSTDModule(pl.LightningModule):
         # the first training step with a non-finite loss, kept on the loss's device until read (`check_finite_loss`):
         # global step, epoch, batch images non-finite (0/1), batch labels non-finite (0/1); -1: none yet
         self._first_nonfinite: torch.Tensor | None = None
+
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from irstd.data.datamodule import IRSTDDataModule
+from irstd.models import input_side_multiple
 from irstd.training.checkpoints import use_atomic_checkpoints
 from irstd.training.ddp import release_distributed
 from irstd.training.loggers import finish_loggers, instantiate_group, instantiate_loggers
@@ -43,6 +44,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         raise OSError(full.errno, disk_full_message(Path(cfg.paths.output_dir), full)) from err
 
 
+def check_input_sides(model: pl.LightningModule, datamodule: IRSTDDataModule) -> None:
+    """Training crops and evaluation padding must suit the backbone's input sides (ValueError naming the keys):
+    a backbone that halves the resolution four times needs sides that are multiples of 16."""
+    multiple = input_side_multiple(model.net)
+    pad = datamodule.evaluation.pad_multiple
+    if pad % multiple:
+        raise ValueError(f"model.backbone={type(model.net).__name__} needs input sides that are multiples of "
+                         f"{multiple}: set data.evaluation.pad_multiple (now {pad}) to a multiple of {multiple}, "
+                         f"and data.patch_size (now {datamodule.hparams.patch_size}) to a multiple of that")
+
+
 def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +67,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("ckpt_path"):
         datamodule.adopt_label_bank(cfg.ckpt_path)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="partial")
+    check_input_sides(model, datamodule)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     # the label-update callback (label_update=none|lesps|pal), started by its `start` rule
     callbacks.append(hydra.utils.instantiate(cfg.label_update, _convert_="all"))
