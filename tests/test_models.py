@@ -81,3 +81,22 @@ def test_output_prior_must_be_a_probability_and_needs_declared_logit_layers():
         set_output_prior(build_backbone("unet", width=4, depth=2), 1.0)
     with pytest.raises(ValueError, match="logit_layers"):
         set_output_prior(torch.nn.Conv2d(1, 1, 1), 0.01)
+    with pytest.raises(ValueError, match="output_weight_std"):
+        set_output_prior(build_backbone("unet", width=4, depth=2), 0.01, weight_std=-1.0)
+
+
+def test_output_weight_std_draws_the_logit_weights_and_leaves_the_rest():
+    from irstd.training.module import IRSTDModule
+
+    torch.manual_seed(0)
+    default = IRSTDModule({"name": "alcnet"}, output_prior=0.001)
+    torch.manual_seed(0)
+    filled = IRSTDModule({"name": "alcnet"}, output_prior=0.001, output_weight_std=0.01)
+    (head,) = filled.net.logit_layers()
+    (default_head,) = default.net.logit_layers()
+    assert not torch.equal(head.weight, default_head.weight)
+    assert head.weight.abs().max() < 0.05 < default_head.weight.abs().max()
+    torch.testing.assert_close(head.bias, default_head.bias)
+    others = [(n, p) for n, p in filled.net.named_parameters() if not n.startswith("head.block.4")]
+    reference = dict(default.net.named_parameters())
+    assert others and all(torch.equal(p, reference[n]) for n, p in others)

@@ -57,16 +57,24 @@ def input_side_multiple(net: nn.Module) -> int:
     return int(getattr(net, "side_multiple", 1))
 
 
-def set_output_prior(net: nn.Module, prior: float) -> None:
+def set_output_prior(net: nn.Module, prior: float, weight_std: float | None = None) -> None:
     """Start every logit map at probability `prior` (RetinaNet's init, Lin et al. 2017): the biases of the
     backbone's `logit_layers()` become logit(prior). Targets cover about 0.1 % of an infrared frame; from the
     default init (probability ~0.5 everywhere) a network spends its first hundreds of steps unlearning an
-    all-target map, and under a soft IoU loss it hardly leaves it (docs/labels/recipes.md)."""
+    all-target map, and under a soft IoU loss it hardly leaves it (docs/labels/recipes.md).
+
+    `weight_std` also draws the logit layers' weights from N(0, weight_std), RetinaNet's fill: a head whose
+    default weights all happen to be negative on ReLU features can only lower its logits, and from the prior's
+    low start the soft IoU loss keeps it there (ALCNet's two-channel head on 2 of 3 seeds)."""
     if not 0 < prior < 1:
         raise ValueError(f"model.output_prior must lie in (0, 1), got {prior}")
     layers = getattr(net, "logit_layers", None)
     if layers is None:
         raise ValueError(f"{type(net).__name__} declares no logit_layers(), so model.output_prior cannot be set")
+    if weight_std is not None and not weight_std >= 0:
+        raise ValueError(f"model.output_weight_std must be >= 0, got {weight_std}")
     with torch.no_grad():
         for layer in layers():
             layer.bias.fill_(math.log(prior / (1 - prior)))
+            if weight_std is not None:
+                layer.weight.normal_(0, weight_std)

@@ -38,6 +38,8 @@ class IRSTDModule(pl.LightningModule):
             backbone with an exact key mapping; not stored in checkpoints, which carry the weights themselves.
         output_prior: the initial target probability of every pixel (the logit layers' bias); None: the
             layers' default init, as the released code.
+        output_weight_std: with `output_prior`, the logit layers' weights drawn from N(0, this) (RetinaNet's
+            fill); None: their default init.
         channels_last: hold the weights in channels-last memory format for training, so that every activation
             follows (single-channel images already are): faster convolutions on CPUs and tensor cores
             (docs/benchmarks.md); the numbers differ from the default layout at float32 round-off.
@@ -46,7 +48,8 @@ class IRSTDModule(pl.LightningModule):
     def __init__(self, backbone: Mapping[str, Any], optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "epoch",
                  threshold: float = 0.5, loss: torch.nn.Module | None = None,
-                 weights: str | None = None, output_prior: float | None = None, channels_last: bool = False):
+                 weights: str | None = None, output_prior: float | None = None, output_weight_std: float | None = None,
+                 channels_last: bool = False):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
@@ -54,7 +57,7 @@ class IRSTDModule(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "weights", "loss"])
         self.net = build_backbone(**backbone)
         if output_prior is not None:
-            set_output_prior(self.net, output_prior)
+            set_output_prior(self.net, output_prior, output_weight_std)
         if weights:
             from irstd.models.weights import load_official_weights
 
