@@ -85,7 +85,9 @@ def test_rows_are_the_packaged_experiment_files_full_supervision_first():
         choose("full,nope", rows, rows, "row")
     assert set(single.DEFAULT_BACKBONES) == set(cli.SCALES["single"])
     assert single.DEFAULT_BACKBONES["cpu"] == ("acm", "alcnet")
-    assert single.DEFAULT_BACKBONES["gpu"] == ("acm", "alcnet", "dnanet")
+    # at gpu every registered backbone but the plain U-Net, each under a display name
+    assert sorted(single.DEFAULT_BACKBONES["gpu"]) == sorted(set(single.available_backbones()) - {"unet"})
+    assert set(single.BACKBONE_NAMES) == set(single.available_backbones())
 
 
 def test_the_command_sweeps_seeds_then_backbones_then_rows_at_one_scale(tmp_path):

@@ -15,6 +15,7 @@ from conftest import SIRST, compose_config, requires_sirst, tiny_train_overrides
 from irstd.data.label_bank import LabelBank
 from irstd.data.sources import DatasetError
 from irstd.inference.tasks import evaluate
+from irstd.models import available_backbones
 from irstd.training.run import train
 
 
@@ -132,7 +133,7 @@ def test_cli_trains_on_sirst_with_centroid_labels(tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "metrics.json").is_file()
 
 
-@pytest.mark.parametrize("backbone", ["acm", "alcnet", "dnanet", "unet"])
+@pytest.mark.parametrize("backbone", available_backbones())
 def test_every_backbone_trains_from_the_shipped_config(backbone, tiny_dataset, tmp_path):
     overrides = [o for o in tiny_train_overrides(tiny_dataset) if not o.startswith("model.")]
     cfg = compose_config("train", tmp_path / "run", overrides + [
