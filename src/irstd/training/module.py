@@ -40,9 +40,10 @@ class IRSTDModule(pl.LightningModule):
             layers' default init, as the released code.
         output_weight_std: with `output_prior`, the logit layers' weights drawn from N(0, this) (RetinaNet's
             fill); None: their default init.
-        channels_last: hold the weights in channels-last memory format for training, so that every activation
-            follows (single-channel images already are): faster convolutions on CPUs and tensor cores
-            (docs/benchmarks.md); the numbers differ from the default layout at float32 round-off.
+        channels_last: hold the weights in channels-last memory format, so that every activation follows
+            (single-channel images already are): faster convolutions on CPUs and tensor cores (0.77x the epoch
+            time of ACM, 0.67x of U-Net on 2 CPU cores; docs/benchmarks.md). Set before the optimizer and DDP
+            see the parameters; results differ from the default layout at float32 round-off.
     """
 
     def __init__(self, backbone: Mapping[str, Any], optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -56,6 +57,8 @@ class IRSTDModule(pl.LightningModule):
         backbone = dict(backbone)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "weights", "loss"])
         self.net = build_backbone(**backbone)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
         if output_prior is not None:
             set_output_prior(self.net, output_prior, output_weight_std)
         if weights:
@@ -73,10 +76,6 @@ class IRSTDModule(pl.LightningModule):
         # the first training step with a non-finite loss, kept on the loss's device until read (`check_finite_loss`):
         # global step, epoch, batch images non-finite (0/1), batch labels non-finite (0/1); -1: none yet
         self._first_nonfinite: torch.Tensor | None = None
-
-    def on_fit_start(self) -> None:
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Backbone logits (a list of maps for deep-supervision backbones in training mode)."""
