@@ -47,7 +47,8 @@ lint: install ## ruff over the code and the tests
 	$(VENV)/bin/ruff check src tests scripts
 
 bench: install ## time backbones, metrics, label rounds and round-0 initialisers, full vs tiled inference, vmapped study training and training epochs against references in the same run
-	$(PY) scripts/bench_models.py
+	# batch 4: the largest at which all thirteen backbones train within 8 GB on a CPU (docs/benchmarks.md)
+	$(PY) scripts/bench_models.py --batch 4
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_metrics.py --noise 0.55
 	$(PY) scripts/bench_evolution.py
