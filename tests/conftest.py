@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from irstd.config import CONFIG_MODULE
 from irstd.data.synthetic import SyntheticSpec, generate_synthetic
+from irstd.models import build_backbone
 
 SIRST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "SIRST"
 requires_sirst = pytest.mark.skipif(not SIRST.is_dir(), reason=f"real SIRST dataset not found at {SIRST}")
@@ -41,9 +45,113 @@ SMALL_BACKBONES: dict[str, dict[str, Any]] = {
     "uiunet": {"channels": [8, 8, 16, 16, 16, 16], "mid_channels": [4, 4, 8, 8, 8, 8],
                "decoder_mid_channels": [4, 4, 8, 8, 8]},
 }
+# Parameters a backbone keeps (so that released weights load strictly) but its forward never reads, by backbone; each
+# of these backbones declares `has_unused_parameters` (irstd.training.ddp then turns on find_unused_parameters).
+UNUSED_PARAMETERS: dict[str, Callable[[str], bool]] = {
+    "alcnet": lambda key: key.startswith(("uplayer1.", "uplayer2.")),  # two decoder stages of the release
+    "istdunet": lambda key: key.startswith("headDet."),  # the release's detection head
+    "msdanet": lambda key: key.startswith("mlcl") and ".conv_res." in key,  # PAL's local-contrast 1x1 convs
+    # position embeddings and the channel attention's `q{i}_attn{j}` scalars
+    "sctransnet": lambda key: key.endswith("position_embeddings") or "_attn" in key.rsplit(".", 1)[-1],
+}
 TINY_SPEC = dict(num_train=6, num_test=3, height=64, width=64, seed=3)
 
 
+# ---- backbones (tests/test_models_*.py, tests/test_backbone_contract.py) -------------------------------------------
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on a shared CPU, extra threads working on small tensors (tiny networks, small windows)
+    only wait for one another. A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def seeded_backbone(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
+    """`build_backbone(name, **kwargs)` after `torch.manual_seed(seed)`."""
+    torch.manual_seed(seed)
+    return build_backbone(name, **kwargs)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def unused_parameters(name: str, net: nn.Module) -> set[str]:
+    """The parameters of backbone `name` that its forward never reads (UNUSED_PARAMETERS)."""
+    unused = UNUSED_PARAMETERS.get(name, lambda key: False)
+    return {key for key, _ in net.named_parameters() if unused(key)}
+
+
+def randomised_eval(net: nn.Module, seed: int = 0) -> nn.Module:
+    """`net` in eval mode with random batch-norm running statistics and affine parameters, so that eval mode is
+    not the identity normalisation."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                if module.track_running_stats:
+                    module.running_mean.normal_(0, 0.2, generator=generator)
+                    module.running_var.uniform_(0.5, 2.0, generator=generator)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5, generator=generator)
+                    module.bias.normal_(0, 0.2, generator=generator)
+    return net.eval()
+
+
+def assert_rgb_weights_fold(name: str, small: dict[str, Any], collapse: Callable[[dict], dict], train: bool) -> None:
+    """PAL's three-channel weights, folded by `collapse` into the one-channel network, give its output on a grey
+    image copied to three channels (both networks in train or in eval mode). In float64: in float32, batch statistics
+    of the few pixels at 1/16 resolution amplify the round-off of the summed first convolution to ~1e-3 in train
+    mode."""
+    pal = randomised_eval(seeded_backbone(name, in_channels=3, **small)).double()
+    ours = seeded_backbone(name, **small).double()
+    ours.load_state_dict(collapse(pal.state_dict()), strict=True)
+    grey = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    pal.train(train)
+    ours.train(train)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(grey), pal(grey.expand(-1, 3, -1, -1)), atol=1e-9, rtol=1e-9)
+
+
+# reference state-dict layouts, written out key by key: key -> shape
+Shapes = dict[str, tuple[int, ...]]
+
+
+def trainable_parameters(shapes: Shapes) -> int:
+    """The parameter count of a state-dict layout: every entry but the batch-norm buffers."""
+    return sum(math.prod(shape) for key, shape in shapes.items() if not key.endswith(BN_BUFFERS))
+
+
+def bn_shapes(prefix: str, channels: int, affine: bool = True) -> Shapes:
+    names = ("weight", "bias", "running_mean", "running_var") if affine else ("running_mean", "running_var")
+    return {f"{prefix}.{name}": (channels,) for name in names} | {f"{prefix}.num_batches_tracked": ()}
+
+
+def conv_shapes(prefix: str, cin: int, cout: int, k: int, bias: bool = True, groups: int = 1) -> Shapes:
+    return {f"{prefix}.weight": (cout, cin // groups, k, k)} | ({f"{prefix}.bias": (cout,)} if bias else {})
+
+
+def res_cbam_stage_shapes(stage: str, cin: int, cout: int, blocks: int) -> Shapes:
+    """A stage of residual CBAM blocks as DNA-Net and MSHNet release it (shortcut where the width changes)."""
+    shapes: Shapes = {}
+    for b in range(blocks):
+        p, width_in = f"{stage}.{b}", cin if b == 0 else cout
+        shapes |= conv_shapes(f"{p}.conv1", width_in, cout, 3) | bn_shapes(f"{p}.bn1", cout)
+        shapes |= conv_shapes(f"{p}.conv2", cout, cout, 3) | bn_shapes(f"{p}.bn2", cout)
+        if width_in != cout:
+            shapes |= conv_shapes(f"{p}.shortcut.0", width_in, cout, 1) | bn_shapes(f"{p}.shortcut.1", cout)
+        shapes |= conv_shapes(f"{p}.ca.fc1", cout, cout // 16, 1, bias=False)
+        shapes |= conv_shapes(f"{p}.ca.fc2", cout // 16, cout, 1, bias=False)
+        shapes |= conv_shapes(f"{p}.sa.conv1", 2, 1, 7, bias=False)
+    return shapes
+
+
+# ---- data ----------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "synthetic"

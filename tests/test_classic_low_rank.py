@@ -14,13 +14,8 @@ CENTRE = (40, 45)
 SMALL = {"ipi": dict(patch_size=20, step=10), "pstnn": dict(patch_size=20, step=20)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small SVDs: extra threads only add contention on a shared machine (seconds instead of milliseconds)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small SVDs: extra threads only add contention on a shared machine (seconds instead of milliseconds)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ramp() -> torch.Tensor:

@@ -18,13 +18,7 @@ from irstd.labels.init.reference import diffusion_pseudo_masks_reference, monte_
 INITIALISERS = [diffusion_pseudo_masks, monte_carlo_clustering_masks]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small windows make small tensors: on a shared CPU, extra intra-op threads only wait for one another."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small windows make small tensors
 
 
 def full_hw(tensor: torch.Tensor) -> torch.Tensor:

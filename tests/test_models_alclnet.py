@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import assert_rgb_weights_fold, count_parameters
 from irstd.config import config_root
 from irstd.models import build_backbone
 from irstd.models.alclnet import collapse_rgb_input
@@ -16,37 +15,13 @@ PAL_PARAMETERS = 5_668_145
 ONE_CHANNEL_PARAMETERS = PAL_PARAMETERS - 2 * 16 * 9
 SMALL = {"channels": [4, 4, 8, 8, 8], "blocks": 1}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on tiny inputs: on a shared CPU, extra intra-op threads only wait for one another."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def randomised(net: torch.nn.Module) -> torch.nn.Module:
-    """Random batch-norm statistics and affine parameters, so that eval mode is not the identity normalisation."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.2, generator=generator)
-    return net.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parameter_counts_and_state_dict_layout():
     pal = build_backbone("alclnet", in_channels=3)
     ours = build_backbone("alclnet")
-    assert count(pal) == PAL_PARAMETERS and count(ours) == ONE_CHANNEL_PARAMETERS == 5_667_857
+    assert count_parameters(pal) == PAL_PARAMETERS and count_parameters(ours) == ONE_CHANNEL_PARAMETERS == 5_667_857
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     pal_shapes = {k: tuple(v.shape) for k, v in pal.state_dict().items()}
     assert shapes.keys() == pal_shapes.keys() and len(shapes) == 332
@@ -79,55 +54,14 @@ def test_initialisation_follows_pal():
     assert all(torch.all(m.weight == 1) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
-def test_shipped_config_builds_the_one_channel_network_and_composes(tmp_path):
+def test_shipped_config_builds_the_one_channel_network():
     cfg = OmegaConf.load(config_root() / "model" / "alclnet.yaml")
-    assert cfg.backbone.name == "alclnet"
-    assert count(build_backbone(**OmegaConf.to_container(cfg.backbone))) == ONE_CHANNEL_PARAMETERS
-    try:
-        composed = compose_config("train", tmp_path, ["model=alclnet"])
-        assert OmegaConf.to_container(composed.model.backbone) == OmegaConf.to_container(cfg.backbone)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 32, 80)])
-def test_training_returns_one_logit_map_and_backpropagates(shape):
-    torch.manual_seed(0)
-    net = build_backbone("alclnet", **SMALL).train()
-    image = torch.randn(*shape, requires_grad=True)
-    logits = net(image)
-    assert isinstance(logits, torch.Tensor) and logits.shape == shape and torch.isfinite(logits).all()
-    logits.square().mean().backward()
-    assert image.grad is not None and torch.isfinite(image.grad).all()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
-
-
-def test_eval_returns_one_map_and_weights_round_trip():
-    torch.manual_seed(0)
-    net = randomised(build_backbone("alclnet", **SMALL))
-    image = torch.randn(1, 1, 32, 48)
-    with torch.no_grad():
-        logits = net(image)
-        copy = build_backbone("alclnet", **SMALL)
-        copy.load_state_dict(net.state_dict(), strict=True)
-        assert torch.equal(copy.eval()(image), logits)
-    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 1, 32, 48)
-    assert (logits < 0).any() or (logits > 1).any()  # logits, not probabilities
+    assert count_parameters(build_backbone(**OmegaConf.to_container(cfg.backbone))) == ONE_CHANNEL_PARAMETERS
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_pal_three_channel_weights_fold_into_the_one_channel_network(mode):
-    torch.manual_seed(0)
-    pal = randomised(build_backbone("alclnet", in_channels=3, **SMALL)).double()
-    ours = build_backbone("alclnet", **SMALL).double()
-    ours.load_state_dict(collapse_rgb_input(pal.state_dict()), strict=True)
-    grey = torch.randn(2, 1, 32, 32, dtype=torch.float64)
-    pal.train(mode == "train")
-    ours.train(mode == "train")
-    # in float64: in float32, batch statistics of the few pixels at 1/16 resolution amplify the round-off of the
-    # summed first convolution to ~1e-3 in train mode
-    with torch.no_grad():
-        torch.testing.assert_close(ours(grey), pal(grey.expand(-1, 3, -1, -1)), atol=1e-9, rtol=1e-9)
+    assert_rgb_weights_fold("alclnet", SMALL, collapse_rgb_input, train=mode == "train")
     with pytest.raises(ValueError, match="not a PAL"):
         collapse_rgb_input({"layer.0.weight": torch.zeros(1)})
 

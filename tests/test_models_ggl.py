@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import assert_rgb_weights_fold, count_parameters
 from irstd.config import config_root
 from irstd.models import build_backbone
 from irstd.models.ggl import collapse_rgb_input, gradient_magnitude
@@ -19,28 +18,11 @@ SMALL = {"channels": [8, 8, 8, 8, 8]}
 INPUT_READERS = ["stage.layer1.0.weight"] + [f"stage.Res{level}.layer1.0.weight" for level in range(1, 6)]
 
 
-def count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def randomised(net: torch.nn.Module) -> torch.nn.Module:
-    """Random batch-norm statistics and affine parameters, so that eval mode is not the identity normalisation."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.2, generator=generator)
-    return net.eval()
-
-
 def test_parameter_counts_and_state_dict_layout():
     torch.manual_seed(0)
     pal = build_backbone("ggl", in_channels=3)
     ours = build_backbone("ggl")
-    assert count(pal) == PAL_PARAMETERS and count(ours) == ONE_CHANNEL_PARAMETERS == 8_978_877
+    assert count_parameters(pal) == PAL_PARAMETERS and count_parameters(ours) == ONE_CHANNEL_PARAMETERS == 8_978_877
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     pal_shapes = {k: tuple(v.shape) for k, v in pal.state_dict().items()}
     assert shapes.keys() == pal_shapes.keys() and len(shapes) == 500
@@ -61,6 +43,7 @@ def test_parameter_counts_and_state_dict_layout():
     assert shapes["layer.2.weight"] == (1, 16, 1, 1)
     assert not any(name for name, _ in ours.named_buffers() if not name.split(".")[-1].startswith(
         ("running_", "num_batches")))
+    assert ours.logit_layers() == [ours.layer[2]]
 
 
 def test_initialisation_follows_pal():
@@ -84,51 +67,14 @@ def test_gradient_magnitude_is_half_the_central_differences_with_zero_padding():
     assert g.shape == x.shape and (g >= 0).all()
 
 
-def test_shipped_config_builds_the_one_channel_network_and_composes(tmp_path):
+def test_shipped_config_builds_the_one_channel_network():
     cfg = OmegaConf.load(config_root() / "model" / "ggl.yaml")
-    assert cfg.backbone.name == "ggl"
-    assert count(build_backbone(**OmegaConf.to_container(cfg.backbone))) == ONE_CHANNEL_PARAMETERS
-    try:
-        composed = compose_config("train", tmp_path, ["model=ggl"])
-        assert OmegaConf.to_container(composed.model.backbone) == OmegaConf.to_container(cfg.backbone)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 32, 80)])
-def test_training_returns_one_logit_map_and_backpropagates(shape):
-    torch.manual_seed(0)
-    net = build_backbone("ggl", **SMALL).train()
-    logits = net(torch.randn(*shape))
-    assert isinstance(logits, torch.Tensor) and logits.shape == shape and torch.isfinite(logits).all()
-    logits.square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
-
-
-def test_eval_returns_one_map_and_weights_round_trip():
-    torch.manual_seed(0)
-    net = randomised(build_backbone("ggl", **SMALL))
-    image = torch.randn(1, 1, 32, 48)
-    with torch.no_grad():
-        logits = net(image)
-        copy = build_backbone("ggl", **SMALL)
-        copy.load_state_dict(net.state_dict(), strict=True)
-        assert torch.equal(copy.eval()(image), logits)
-    assert logits.shape == (1, 1, 32, 48) and ((logits < 0).any() or (logits > 1).any())
-    assert net.logit_layers() == [net.layer[2]]
+    assert count_parameters(build_backbone(**OmegaConf.to_container(cfg.backbone))) == ONE_CHANNEL_PARAMETERS
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_pal_three_channel_weights_fold_into_the_one_channel_network(mode):
-    torch.manual_seed(0)
-    pal = randomised(build_backbone("ggl", in_channels=3, **SMALL))
-    ours = build_backbone("ggl", **SMALL)
-    ours.load_state_dict(collapse_rgb_input(pal.state_dict()), strict=True)
-    grey = torch.randn(2, 1, 32, 32)
-    pal.train(mode == "train")
-    ours.train(mode == "train")
-    with torch.no_grad():
-        torch.testing.assert_close(ours(grey), pal(grey.expand(-1, 3, -1, -1)), atol=1e-4, rtol=1e-4)
+    assert_rgb_weights_fold("ggl", SMALL, collapse_rgb_input, train=mode == "train")
     with pytest.raises(ValueError, match="not a GGL-Net state dict"):
         collapse_rgb_input({"layer.0.weight": torch.zeros(1)})
 

@@ -3,10 +3,9 @@ fold, behaviour."""
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import assert_rgb_weights_fold, count_parameters, unused_parameters
 from irstd.config import config_root
 from irstd.models import build_backbone
 from irstd.models.msdanet import HaarDecomposition, collapse_rgb_input, haar_filters
@@ -21,37 +20,13 @@ SMALL = {"channels": [8, 12, 8, 8, 8], "side_channels": 4}
 # 1 / sqrt(2) squared in float32, as PAL computes the Haar filters
 QUARTER = (torch.tensor(2 ** -0.5, dtype=torch.float32) ** 2).item()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on tiny inputs: on a shared CPU, extra intra-op threads only wait for one another."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def randomised(net: torch.nn.Module) -> torch.nn.Module:
-    """Random batch-norm statistics and affine parameters, so that eval mode is not the identity normalisation."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.2, generator=generator)
-    return net.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parameter_counts_and_state_dict_layout():
     pal = build_backbone("msdanet", in_channels=3)
     ours = build_backbone("msdanet")
-    assert count(pal) == PAL_PARAMETERS and count(ours) == ONE_CHANNEL_PARAMETERS == 4_804_801
+    assert count_parameters(pal) == PAL_PARAMETERS and count_parameters(ours) == ONE_CHANNEL_PARAMETERS == 4_804_801
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     pal_shapes = {k: tuple(v.shape) for k, v in pal.state_dict().items()}
     assert shapes.keys() == pal_shapes.keys() and len(shapes) == 1176
@@ -111,16 +86,12 @@ def test_injected_sub_bands_of_a_grey_image_repeat_as_for_its_rgb_copy():
 
 
 def test_the_local_contrast_residual_convolutions_are_unused_as_in_pal():
-    torch.manual_seed(0)
+    # that the forward leaves exactly these without a gradient: tests/test_backbone_contract.py
     net = build_backbone("msdanet")
-    unused = {k for k, _ in net.named_parameters() if k.startswith("mlcl") and ".conv_res." in k}
+    unused = unused_parameters("msdanet", net)
     assert sum(p.numel() for k, p in net.named_parameters() if k in unused) == UNUSED_PARAMETERS == 14_048
+    assert len(unused) == 5 * 3  # conv weight, BN weight and bias in each of the five blocks
     assert net.has_unused_parameters
-    small = build_backbone("msdanet", **SMALL).train()
-    small(torch.randn(1, 1, 32, 32)).sum().backward()
-    without_grad = {k for k, p in small.named_parameters() if p.grad is None}
-    assert without_grad == {k for k in dict(small.named_parameters()) if k.startswith("mlcl") and ".conv_res." in k}
-    assert len(without_grad) == 5 * 3  # conv weight, BN weight and bias in each of the five blocks
 
 
 def test_initialisation_follows_pal():
@@ -136,62 +107,21 @@ def test_initialisation_follows_pal():
     assert weight.abs().max().item() <= 8 ** -0.5
 
 
-def test_shipped_config_builds_the_one_channel_network_and_composes(tmp_path):
+def test_shipped_config_builds_the_one_channel_network():
     cfg = OmegaConf.load(config_root() / "model" / "msdanet.yaml")
-    assert cfg.backbone.name == "msdanet"
-    assert count(build_backbone(**OmegaConf.to_container(cfg.backbone))) == ONE_CHANNEL_PARAMETERS
-    try:
-        composed = compose_config("train", tmp_path, ["model=msdanet"])
-        assert OmegaConf.to_container(composed.model.backbone) == OmegaConf.to_container(cfg.backbone)
-    finally:
-        GlobalHydra.instance().clear()
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 32, 80)])
-def test_training_returns_one_logit_map_and_backpropagates(shape):
-    torch.manual_seed(0)
-    net = build_backbone("msdanet", **SMALL).train()
-    image = torch.randn(*shape, requires_grad=True)
-    logits = net(image)
-    assert isinstance(logits, torch.Tensor) and logits.shape == shape and torch.isfinite(logits).all()
-    logits.square().mean().backward()
-    assert image.grad is not None and torch.isfinite(image.grad).all()
-    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
-
-
-def test_eval_returns_one_map_and_weights_round_trip():
-    torch.manual_seed(0)
-    net = randomised(build_backbone("msdanet", **SMALL))
-    image = torch.randn(1, 1, 32, 48)
-    with torch.no_grad():
-        logits = net(image)
-        copy = build_backbone("msdanet", **SMALL)
-        copy.load_state_dict(net.state_dict(), strict=True)
-        assert torch.equal(copy.eval()(image), logits)
-    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 1, 32, 48)
-    assert (logits < 0).any() or (logits > 1).any()  # logits, not probabilities
+    assert count_parameters(build_backbone(**OmegaConf.to_container(cfg.backbone))) == ONE_CHANNEL_PARAMETERS
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_pal_three_channel_weights_fold_into_the_one_channel_network(mode):
-    torch.manual_seed(0)
-    pal = randomised(build_backbone("msdanet", in_channels=3, **SMALL)).double()
-    ours = build_backbone("msdanet", **SMALL).double()
-    ours.load_state_dict(collapse_rgb_input(pal.state_dict()), strict=True)
-    grey = torch.randn(2, 1, 32, 32, dtype=torch.float64)
-    pal.train(mode == "train")
-    ours.train(mode == "train")
-    # in float64: in float32, batch statistics of the few pixels at 1/16 resolution amplify the round-off of the
-    # summed first convolution to ~1e-3 in train mode
-    with torch.no_grad():
-        torch.testing.assert_close(ours(grey), pal(grey.expand(-1, 3, -1, -1)), atol=1e-9, rtol=1e-9)
+    assert_rgb_weights_fold("msdanet", SMALL, collapse_rgb_input, train=mode == "train")
 
 
 def test_the_sub_bands_can_be_injected_once():
     # the same design without PAL's repetition: the level-2 block then gives 32 - 3 channels
     net = build_backbone("msdanet", direction_channels=3)
     assert net.stage.resnet2_1.layer2[0].out_channels == 29
-    assert count(net) > ONE_CHANNEL_PARAMETERS
+    assert count_parameters(net) > ONE_CHANNEL_PARAMETERS
 
 
 def test_bad_sizes_and_configurations_are_rejected():

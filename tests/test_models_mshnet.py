@@ -4,15 +4,20 @@ Equality of outputs with the authors' code is checked by scripts/check_reference
 scripts/reference/mshnet.py); here the released configuration's size and key layout are pinned.
 """
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import (
+    compose_config,
+    conv_shapes,
+    count_parameters,
+    res_cbam_stage_shapes,
+    seeded_backbone,
+    trainable_parameters,
+)
 from irstd.config import config_root
 from irstd.models import build_backbone
 
@@ -31,75 +36,35 @@ REFERENCE_CONVS = [("conv_init", 1, 16, 1), ("output_0", 16, 1, 1), ("output_1",
                    ("output_3", 128, 1, 1), ("final", 4, 1, 3)]
 
 
-def _bn(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (channels,), f"{prefix}.bias": (channels,), f"{prefix}.running_mean": (channels,),
-            f"{prefix}.running_var": (channels,), f"{prefix}.num_batches_tracked": ()}
-
-
-def _conv(prefix: str, cin: int, cout: int, k: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (cout, cin, k, k)} | ({f"{prefix}.bias": (cout,)} if bias else {})
-
-
 def reference_shapes() -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
-    for stage, cin, cout, blocks in REFERENCE_STAGES:
-        for b in range(blocks):
-            p, width_in = f"{stage}.{b}", cin if b == 0 else cout
-            shapes |= _conv(f"{p}.conv1", width_in, cout, 3) | _bn(f"{p}.bn1", cout)
-            shapes |= _conv(f"{p}.conv2", cout, cout, 3) | _bn(f"{p}.bn2", cout)
-            if width_in != cout:
-                shapes |= _conv(f"{p}.shortcut.0", width_in, cout, 1) | _bn(f"{p}.shortcut.1", cout)
-            shapes |= _conv(f"{p}.ca.fc1", cout, cout // 16, 1, bias=False)
-            shapes |= _conv(f"{p}.ca.fc2", cout // 16, cout, 1, bias=False)
-            shapes |= _conv(f"{p}.sa.conv1", 2, 1, 7, bias=False)
+    for stage in REFERENCE_STAGES:
+        shapes |= res_cbam_stage_shapes(*stage)
     for name, cin, cout, k in REFERENCE_CONVS:
-        shapes |= _conv(name, cin, cout, k)
+        shapes |= conv_shapes(name, cin, cout, k)
     return shapes
 
 
 @pytest.fixture(scope="module")
 def small() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_backbone("mshnet", **SMALL)
+    return seeded_backbone("mshnet", **SMALL)
 
 
 def test_parameters_and_state_dict_match_the_release():
-    torch.manual_seed(0)
     released = build_backbone("mshnet")
     expected = reference_shapes()
-    trainable = sum(math.prod(s) for k, s in expected.items()
-                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    assert trainable == REFERENCE_PARAMETERS == sum(p.numel() for p in released.parameters())
+    assert trainable_parameters(expected) == REFERENCE_PARAMETERS == count_parameters(released)
     assert {k: tuple(v.shape) for k, v in released.state_dict().items()} == expected
-    three = build_backbone("mshnet", in_channels=3)
-    assert sum(p.numel() for p in three.parameters()) == REFERENCE_PARAMETERS + 2 * 16
+    assert count_parameters(build_backbone("mshnet", in_channels=3)) == REFERENCE_PARAMETERS + 2 * 16
 
 
-def test_shipped_config_composes_and_builds_the_release(tmp_path):
+def test_shipped_config_builds_the_release_and_composes_with_the_sls_loss(tmp_path):
     config = OmegaConf.load(config_root() / "model" / "mshnet.yaml")
-    assert config.backbone.name == "mshnet"
-    assert sum(p.numel() for p in build_backbone(**OmegaConf.to_container(config.backbone)).parameters()) == \
-        REFERENCE_PARAMETERS
+    assert count_parameters(build_backbone(**OmegaConf.to_container(config.backbone))) == REFERENCE_PARAMETERS
     try:
-        composed = compose_config("train", tmp_path, ["model=mshnet", "loss=sls"])
-        assert OmegaConf.to_container(composed.model.backbone) == OmegaConf.to_container(config.backbone)
-        assert composed.loss._target_ == "irstd.losses.SLSLoss"
+        assert compose_config("train", tmp_path, ["model=mshnet", "loss=sls"]).loss._target_ == "irstd.losses.SLSLoss"
     finally:
         GlobalHydra.instance().clear()
-
-
-@pytest.mark.parametrize("shape", [(2, 1, 32, 32), (1, 1, 48, 80)])
-def test_training_returns_five_logit_maps_and_backpropagates(small, shape):
-    image = torch.randn(*shape, requires_grad=True)
-    maps = small.train()(image)
-    assert isinstance(maps, list) and len(maps) == 5
-    for logits in maps:
-        assert logits.shape == shape and torch.isfinite(logits).all()
-    assert any((logits < 0).any() or (logits > 1).any() for logits in maps)  # logits, not probabilities
-    sum(logits.square().mean() for logits in maps).backward()
-    assert image.grad is not None and torch.isfinite(image.grad).all()
-    assert all(p.grad is not None for p in small.parameters())
-    small.zero_grad(set_to_none=True)
 
 
 def test_side_heads_are_the_upsampled_level_logits_the_fusion_sees(small):
@@ -114,6 +79,7 @@ def test_side_heads_are_the_upsampled_level_logits_the_fusion_sees(small):
         for hook in hooks:
             hook.remove()
         small.eval()
+    assert isinstance(maps, list) and len(maps) == 5
     for level in range(4):
         assert features[level].shape[-1] == 32 // 2**level
         expected = F.interpolate(features[level], size=(32, 32), mode="bilinear", align_corners=True)
@@ -121,14 +87,7 @@ def test_side_heads_are_the_upsampled_level_logits_the_fusion_sees(small):
     torch.testing.assert_close(maps[4], small.final(torch.cat(maps[:4], dim=1)))
 
 
-def test_eval_returns_the_fused_map_and_weights_round_trip(small):
-    image = torch.randn(1, 1, 32, 48)
-    with torch.no_grad():
-        logits = small.eval()(image)
-        copy = build_backbone("mshnet", **SMALL)
-        copy.load_state_dict(small.state_dict(), strict=True)
-        assert torch.equal(copy.eval()(image), logits)
-    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 1, 32, 48)
+def test_logit_layers_are_the_side_heads_and_the_fused_head(small):
     assert small.logit_layers()[-1] is small.final and len(small.logit_layers()) == 5
 
 

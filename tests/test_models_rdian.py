@@ -1,13 +1,10 @@
 """RDIAN as released (sun11999/RDIAN): architecture and state-dict layout, the direction kernels, behaviour."""
 
-import math
-
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import bn_shapes, conv_shapes, count_parameters, seeded_backbone, trainable_parameters
 from irstd.config import config_root
 from irstd.models import build_backbone
 
@@ -17,13 +14,8 @@ DIRECTION_PARAMETERS = 8 * 25
 SMALL = {"channels": 8, "num_blocks": [1, 1, 1, 1]}
 
 
-def _bn(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.{name}": (channels,) for name in ("weight", "bias", "running_mean", "running_var")} | {
-        f"{prefix}.num_batches_tracked": ()}
-
-
 def _conv_bn(prefix: str, cin: int, cout: int, k: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.0.weight": (cout, cin, k, k)} | _bn(f"{prefix}.1", cout)
+    return conv_shapes(f"{prefix}.0", cin, cout, k, bias=False) | bn_shapes(f"{prefix}.1", cout)
 
 
 def reference_shapes() -> dict[str, tuple[int, ...]]:
@@ -35,27 +27,24 @@ def reference_shapes() -> dict[str, tuple[int, ...]]:
             shapes |= _conv_bn(f"{prefix}.layer1", 32, 16, kernel) | _conv_bn(f"{prefix}.layer2", 16, 32, kernel)
     shapes |= {"cbam.ChannelGate.mlp.1.weight": (1, 32), "cbam.ChannelGate.mlp.1.bias": (1,),
                "cbam.ChannelGate.mlp.3.weight": (32, 1), "cbam.ChannelGate.mlp.3.bias": (32,),
-               "cbam.SpatialGate.spatial.conv.weight": (1, 2, 7, 7)} | _bn("cbam.SpatialGate.spatial.bn", 1)
+               "cbam.SpatialGate.spatial.conv.weight": (1, 2, 7, 7)} | bn_shapes("cbam.SpatialGate.spatial.bn", 1)
     shapes |= _conv_bn("conv_cat", 128, 32, 3) | _conv_bn("conv_res", 16, 32, 1)
     shapes |= {f"d1{i}.weight": (1, 1, 5, 5) for i in range(1, 9)}
-    shapes |= {"head.block.0.weight": (8, 32, 3, 3)} | _bn("head.block.1", 8)
+    shapes |= {"head.block.0.weight": (8, 32, 3, 3)} | bn_shapes("head.block.1", 8)
     return shapes | {"head.block.4.weight": (1, 8, 1, 1), "head.block.4.bias": (1,)}
 
 
 @pytest.fixture(scope="module")
 def released() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_backbone("rdian")
+    return seeded_backbone("rdian")
 
 
 def test_parameters_and_state_dict_match_the_release(released):
     expected = reference_shapes()
-    counted = sum(math.prod(s) for k, s in expected.items() if not k.endswith(("running_mean", "running_var",
-                                                                               "num_batches_tracked")))
-    assert counted == REFERENCE_PARAMETERS
-    assert sum(p.numel() for p in released.parameters()) == REFERENCE_PARAMETERS
+    assert trainable_parameters(expected) == REFERENCE_PARAMETERS == count_parameters(released)
     assert sum(p.numel() for p in released.parameters() if p.requires_grad) == REFERENCE_PARAMETERS - 200
     assert {k: tuple(v.shape) for k, v in released.state_dict().items()} == expected
+    assert released.logit_layers() == [released.head.block[4]]
 
 
 def test_direction_kernels_are_the_eight_fixed_differences(released):
@@ -73,50 +62,22 @@ def test_direction_kernels_are_the_eight_fixed_differences(released):
         torch.testing.assert_close(out[0, 0, 0, 0], x[0, 0, 0, 0] - (x[0, 0, dy, dx] if dy >= 0 and dx >= 0 else 0))
 
 
-def test_shipped_config_builds_the_release_and_composes(tmp_path):
+def test_shipped_config_builds_the_release():
     cfg = OmegaConf.load(config_root() / "model" / "rdian.yaml")
-    assert cfg.backbone.name == "rdian"
-    net = build_backbone(**OmegaConf.to_container(cfg.backbone))
-    assert sum(p.numel() for p in net.parameters()) == REFERENCE_PARAMETERS
-    try:
-        composed = compose_config("train", tmp_path, ["model=rdian"])
-        assert OmegaConf.to_container(composed.model.backbone) == OmegaConf.to_container(cfg.backbone)
-    finally:
-        GlobalHydra.instance().clear()
+    assert count_parameters(build_backbone(**OmegaConf.to_container(cfg.backbone))) == REFERENCE_PARAMETERS
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 48, 80), (1, 1, 33, 47)])
-def test_training_returns_one_logit_map_and_backpropagates(shape):
-    torch.manual_seed(0)
-    net = build_backbone("rdian", **SMALL).train()
-    image = torch.randn(*shape, requires_grad=True)
-    logits = net(image)
-    assert isinstance(logits, torch.Tensor) and logits.shape == shape and torch.isfinite(logits).all()
+@pytest.mark.parametrize("turned_on", [False, True])
+def test_only_the_direction_kernels_get_no_gradient_at_any_input_size(turned_on):
+    net = seeded_backbone("rdian", **SMALL).train()
+    if turned_on:
+        for p in net.parameters():
+            p.requires_grad_(True)  # as a functional / vmapped trainer does with every parameter
+    logits = net(torch.randn(1, 1, 33, 47))
+    assert logits.shape == (1, 1, 33, 47)
     logits.square().mean().backward()
-    assert image.grad is not None and torch.isfinite(image.grad).all()
     for name, p in net.named_parameters():
-        assert (p.grad is None) == name.startswith("d1"), name  # only the frozen direction kernels get none
-
-
-def test_direction_kernels_stay_fixed_even_when_gradients_are_turned_on():
-    torch.manual_seed(0)
-    net = build_backbone("rdian", **SMALL)
-    for p in net.parameters():
-        p.requires_grad_(True)  # as a functional / vmapped trainer does with every parameter
-    net(torch.randn(1, 1, 32, 32)).sum().backward()
-    assert all(getattr(net, f"d1{i}").weight.grad is None for i in range(1, 9))
-
-
-def test_eval_returns_logits_and_weights_round_trip(released):
-    image = torch.randn(1, 1, 32, 48)
-    with torch.no_grad():
-        logits = released.eval()(image)
-        torch.manual_seed(1)
-        copy = build_backbone("rdian")
-        copy.load_state_dict(released.state_dict(), strict=True)
-        assert torch.equal(copy.eval()(image), logits)
-    assert logits.shape == (1, 1, 32, 48) and torch.isfinite(logits).all()
-    assert released.logit_layers() == [released.head.block[4]]
+        assert (p.grad is None) == name.startswith("d1"), name
 
 
 def test_bad_configurations_are_rejected():

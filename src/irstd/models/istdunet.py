@@ -246,6 +246,9 @@ class ISTDUNet(nn.Module):
 
     side_multiple = SIDE_DIVISOR
 
+    # read by irstd's DDP strategy: `headDet` never gets a gradient (see __init__)
+    has_unused_parameters = True
+
     def __init__(self, in_channels: int = 1, layers: Sequence[int] = (1, 2, 4, 8),
                  channels: Sequence[int] = (16, 32, 64, 128), stem_width: int = 16, bottleneck_width: int = 16,
                  attention_units: int = 64):
