@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from irstd.models.local_contrast import DownResidual, PlainResidual, SpatialAttention, conv3x3
+
 LEVELS = 5
 # four 2x poolings down, four 2x upsamplings back: sides must divide by 2**4 (irstd pads to 32 anyway)
 SIDE_MULTIPLE = 2 ** (LEVELS - 1)
@@ -42,10 +44,6 @@ def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     horizontal = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) * 0.5
     vertical = (padded[..., :-2, 1:-1] - padded[..., 2:, 1:-1]) * 0.5
     return torch.sqrt(horizontal * horizontal + vertical * vertical)
-
-
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
 
 
 class SqueezeExcitation(nn.Module):
@@ -63,39 +61,6 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = self.fc(x.mean(dim=(2, 3)))
         return x * weights[:, :, None, None]
-
-
-class PlainResidual(nn.Module):
-    """Two 3x3 conv-BN layers plus the identity, then ReLU (PAL: `Resnet1`, the first block of level 1)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.layer = nn.Sequential(
-            conv3x3(channels, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            conv3x3(channels, channels), nn.BatchNorm2d(channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.layer(x) + x)
-
-
-class DownResidual(nn.Module):
-    """Halves the resolution (PAL: `Resnet2`): conv, BN, ReLU, 2x2 max pool, conv, BN on the main path; a stride-2
-    conv, BN, ReLU on the shortcut; ReLU after the sum."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.layer1 = nn.Sequential(
-            conv3x3(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            conv3x3(out_channels, out_channels), nn.BatchNorm2d(out_channels),
-        )
-        self.layer2 = nn.Sequential(
-            conv3x3(in_channels, out_channels, stride=2), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.layer1(x) + self.layer2(x))
 
 
 class SEResidual(nn.Module):
@@ -190,18 +155,6 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.se(F.adaptive_max_pool2d(x, 1)) + self.se(F.adaptive_avg_pool2d(x, 1)))
-
-
-class SpatialAttention(nn.Module):
-    """Sigmoid of a 7x7 convolution (with bias) over the channel-wise max and mean maps, in that order."""
-
-    def __init__(self, kernel_size: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.conv(pooled))
 
 
 class TwoWayFusion(nn.Module):

@@ -1,4 +1,4 @@
-"""Pieces shared by Chuang Yu and colleagues' local-contrast networks: ALCL-Net, MLCL-Net and MSDA-Net.
+"""Pieces shared by Chuang Yu and colleagues' local-contrast networks: ALCL-Net, MLCL-Net, MSDA-Net and GGL-Net.
 
 All three build their encoders from the same pieces (checked against YuChuang1205/PAL `model/ALCL/`,
 `model/MLCL/`, `model/MSDA/`): a two-convolution stem at full resolution, then per level a residual block that
@@ -88,6 +88,19 @@ class DownResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.layer1(x) + self.layer2(x))
+
+
+class SpatialAttention(nn.Module):
+    """sigmoid(7x7 conv (with bias) over [channel max, channel mean]), one map per pixel (PAL's `SpatialAttention`,
+    used by MSDA-Net and GGL-Net; PAL leaves it at PyTorch's default init)."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(pooled))
 
 
 class ResidualEncoder(nn.Module):

@@ -43,6 +43,7 @@ from torch import nn
 from irstd.models.local_contrast import (
     DownResidual,
     PlainResidual,
+    SpatialAttention,
     check_input_side,
     collapse_rgb_input,
     conv3x3,
@@ -86,18 +87,6 @@ class SubbandFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _depthwise(F.pad(x, (1, 0, 1, 0)), getattr(self, f"w_{self.band}"), stride=1)
-
-
-class SpatialAttention(nn.Module):
-    """sigmoid(7x7 conv([channel max, channel mean])), one map per pixel."""
-
-    def __init__(self, kernel_size: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.conv(pooled))
 
 
 class DirectionalAttention(nn.Module):
