@@ -47,6 +47,22 @@ def load_adapter(name: str):
     return module
 
 
+def build_first_layout(root: Path, layouts, module_name: str) -> nn.Module:
+    """For adapters whose network lives in one of several files across releases: the class of the first
+    (file, class) of `layouts` present under `root`, built with no arguments, a final sigmoid replaced by the
+    identity (the copies that end in one), so that it returns logits."""
+    for relative, name in layouts:
+        if (root / relative).is_file():
+            spec = importlib.util.spec_from_file_location(module_name, root / relative)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            net = getattr(module, name)()
+            if isinstance(net.layer[-1], nn.Sigmoid):
+                net.layer[-1] = nn.Identity()
+            return net
+    raise SystemExit(f"{root}: none of {', '.join(path for path, _ in layouts)}")
+
+
 def checkout(repo: Path, into: Path) -> Path:
     """A work tree for `repo`: itself when it has one, else the Python files of its HEAD, extracted from the bare
     git directory (a fetched mirror may lack large binaries, which would make a whole-tree archive fail)."""

@@ -12,11 +12,11 @@ The reference files import torchvision for nothing; a stub always stands in (irs
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
 
+from check_reference import build_first_layout  # the harness; scripts/ is on the path
 from torch import nn
 
 from irstd.models import build_backbone
@@ -37,16 +37,7 @@ def _stub_torchvision() -> None:
 
 def build_reference(root: Path) -> nn.Module:
     _stub_torchvision()
-    for relative, name in LAYOUTS:
-        if (root / relative).is_file():
-            spec = importlib.util.spec_from_file_location("alclnet_reference", root / relative)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            net = getattr(module, name)()
-            if isinstance(net.layer[-1], nn.Sigmoid):
-                net.layer[-1] = nn.Identity()
-            return net
-    raise SystemExit(f"{root}: none of {', '.join(path for path, _ in LAYOUTS)}")
+    return build_first_layout(root, LAYOUTS, "alclnet_reference")
 
 
 def build_ours() -> nn.Module:

@@ -13,10 +13,10 @@ over the three channels (`irstd.models.local_contrast.collapse_rgb_input`, check
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
+from check_reference import build_first_layout  # the harness; scripts/ is on the path
 from torch import nn
 
 from irstd.models import build_backbone
@@ -32,16 +32,7 @@ LAYOUTS = ((("model/MLCL/MLCL_small_no_sigmoid.py", "MLCL_small_No_Sigmoid"),) i
 
 
 def build_reference(root: Path) -> nn.Module:
-    for relative, name in LAYOUTS:
-        if (root / relative).is_file():
-            spec = importlib.util.spec_from_file_location("mlclnet_reference", root / relative)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            net = getattr(module, name)()
-            if isinstance(net.layer[-1], nn.Sigmoid):
-                net.layer[-1] = nn.Identity()
-            return net
-    raise SystemExit(f"{root}: none of {', '.join(path for path, _ in LAYOUTS)}")
+    return build_first_layout(root, LAYOUTS, "mlclnet_reference")
 
 
 def build_ours() -> nn.Module:

@@ -17,12 +17,12 @@ PyWavelets the reference's filters equal irstd's `haar_filters()` bit for bit).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 import types
 from pathlib import Path
 
+from check_reference import build_first_layout  # the harness; scripts/ is on the path
 from torch import nn
 
 from irstd.models import build_backbone
@@ -53,16 +53,7 @@ def _stub_pywt() -> None:
 
 def build_reference(root: Path) -> nn.Module:
     _stub_pywt()
-    for relative, name in LAYOUTS:
-        if (root / relative).is_file():
-            spec = importlib.util.spec_from_file_location("msdanet_reference", root / relative)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)  # PAL's file imports mm.attention.SEAttention from the checkout
-            net = getattr(module, name)()
-            if isinstance(net.layer[-1], nn.Sigmoid):
-                net.layer[-1] = nn.Identity()
-            return net
-    raise SystemExit(f"{root}: none of {', '.join(path for path, _ in LAYOUTS)}")
+    return build_first_layout(root, LAYOUTS, "msdanet_reference")
 
 
 def build_ours() -> nn.Module:
