@@ -17,8 +17,10 @@ from irstd.cli import reproduce as cli
 from irstd.config import config_root
 from irstd.results import reference, single
 from irstd.results.reference import SINGLE_GOAL, SINGLE_REFERENCES, PaperDataError
+from irstd.results.reproduce import Stat
 from irstd.results.runs import read_jobs, read_run, read_wall_seconds
 from irstd.results.single import (
+    SingleResult,
     available_rows,
     choose,
     goal_line,
@@ -261,3 +263,17 @@ def test_reproduce_single_at_smoke_scale_runs_the_rows_and_writes_the_table(tmp_
     markdown = results_md.read_text()
     assert "| ACM | full | 1 |" in markdown and "| ACM | centroid_fixed | 1 |" in markdown
     assert "- ACM: best point-supervised row `centroid_fixed`" in markdown and "**Smoke scale**" in markdown
+
+
+def test_the_goal_judges_rows_with_as_many_seeds_as_full_supervision_first():
+    def row(name: str, seeds: tuple[str, ...], iou: float) -> SingleResult:
+        stats = {metric: Stat(value, 0.0) for metric, value in (("iou", iou), ("niou", iou), ("pd", 90.0),
+                                                                 ("fa", 10.0))}
+        ratios = {} if name == "full" else {"iou": iou / 65.0, "pd": 1.0, "fa": 1.0}
+        return SingleResult("acm", name, seeds, stats, None, None, ratios)
+
+    three = ("0", "1", "2")
+    results = [row("full", three, 65.0), row("clustering_fixed", three, 59.0), row("lucky", ("0",), 62.0)]
+    assert "best point-supervised row `clustering_fixed` (IoU 59.00)" in goal_line("acm", results)
+    # with no row run as often as full supervision, every row competes
+    assert "best point-supervised row `lucky` (IoU 62.00)" in goal_line("acm", [results[0], results[2]])

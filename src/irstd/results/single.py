@@ -238,14 +238,20 @@ def _check(name: str, ratio: float | None, shown: str, bound: str, passes: bool)
 
 
 def goal_line(backbone: str, results: Sequence[SingleResult], goal: SingleGoal = SINGLE_GOAL) -> str:
-    """Whether the backbone's best point-supervised row (by IoU) meets the goal, with the numbers."""
+    """Whether the backbone's best point-supervised row (by IoU) meets the goal, with the numbers.
+
+    The rows with as many seeds as full supervision compete first: a row run once is not judged above a mean over
+    seeds by the luck of its one seed. With no such row, every row does.
+    """
     name = BACKBONE_NAMES.get(backbone, backbone)
     mine = [result for result in results if result.backbone == backbone]
     points = [result for result in mine if result.row != FULL_ROW]
     if not points or len(points) == len(mine):
         missing = "no point-supervised row" if not points else "full supervision has not"
         return f"- {name}: no verdict: {missing} finished"
-    best = max(points, key=lambda result: result.ours["iou"].mean)
+    full_seeds = max(len(result.seeds) for result in mine if result.row == FULL_ROW)
+    candidates = [result for result in points if len(result.seeds) >= full_seeds] or points
+    best = max(candidates, key=lambda result: result.ours["iou"].mean)
     iou, pd, fa = (best.ratios.get(metric) for metric in RATIO_METRICS)
     checks = [
         _check("IoU", iou, f"{percent(iou)} of full", f"≥ {goal.iou_ratio * 100:.0f} %",
@@ -292,7 +298,8 @@ def _goal_section(results: Sequence[SingleResult]) -> list[str]:
     backbones = list(dict.fromkeys(result.backbone for result in results))
     return ["", f"## Goal: {goal_heading()}", "",
             "The best point-supervised row of each backbone by IoU, against full supervision of that backbone in "
-            "this sweep.", "", *(goal_line(backbone, results) for backbone in backbones)]
+            "this sweep; rows run with as many seeds as full supervision compete first (a row run once is not "
+            "judged on one seed's luck against a mean).", "", *(goal_line(backbone, results) for backbone in backbones)]
 
 
 def _published_section() -> list[str]:
