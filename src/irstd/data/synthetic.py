@@ -57,8 +57,8 @@ class SyntheticSpec:
     width: int = 256
     min_targets: int = 1
     max_targets: int = 5
-    # Their target areas follow SIRST's masks (5/50/90th percentiles about 7/20/78 px against SIRST's 7/20/66);
-    # version 1's 1-15 px gave a third of the targets 4 px or less (SIRST: 2 %), which short runs never learn.
+    # Radii whose mask areas follow SIRST's (5/50/90th percentiles about 7/20/78 px against SIRST's 7/20/66);
+    # version 1's 1-15 px made a third of the targets 4 px or less (SIRST: 2 %), which short runs never learn.
     min_radius: float = 2.2
     max_radius: float = 7.5
     seed: int = 0
