@@ -166,6 +166,24 @@ def test_train_crops_keep_image_and_label_aligned(tiny_dataset, tmp_path):
     assert torch.equal(batch["image"], batch["label"])
 
 
+def test_positive_crops_put_a_target_in_every_training_crop(tiny_dataset, tmp_path):
+    def empty_crops(**kwargs):
+        dm = make_dm(tiny_dataset, tmp_path / str(kwargs), mean=0.0, std=1.0, **kwargs)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        crops = [crop for epoch in range(4) for batch in epoch_batches(loader, epoch) for crop in batch]
+        return sum(int(crop[1].sum() == 0) for crop in crops)
+
+    assert empty_crops() > 0  # 32 x 32 crops of the 64 x 64 tiny images often miss the targets
+    assert empty_crops(positive_crops=1.0) == 0
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_positive_crop_fraction_is_checked(tiny_dataset, tmp_path, fraction):
+    with pytest.raises(ValueError, match="data.positive_crops"):
+        make_dm(tiny_dataset, tmp_path, positive_crops=fraction)
+
+
 def test_eval_batches_are_padded_and_carry_sizes(tmp_path):
     root = tmp_path / "odd"
     for folder in ("images", "masks", "img_idx"):

@@ -195,6 +195,8 @@ class IRSTDDataModule(pl.LightningDataModule):
         batch_size: training crops per batch.
         mean, std: normalisation in the images' native units; None = from the train split.
         augment: random flips and rotations of the training crops.
+        positive_crops: the fraction of training crops placed to hold a target of the current label (0: every
+            crop uniform; `transforms.random_crop`).
         seed: seed of the training order, crops and flips (None: 0, so that DDP ranks agree on the order).
         progress: progress bars while scanning and making round-0 labels.
         synthetic: generation parameters when the dataset is the built-in synthetic one.
@@ -206,6 +208,7 @@ class IRSTDDataModule(pl.LightningDataModule):
                  patch_size: int = 256, batch_size: int = 16, mean: float | None = None, std: float | None = None,
                  augment: bool = True, seed: int | None = 0, progress: bool = True, synthetic: dict | None = None,
                  loading: LoadingOptions | Mapping[str, Any] | None = None,
+                 positive_crops: float = 0.0,
                  evaluation: EvaluationOptions | Mapping[str, Any] | None = None,
                  policies: PolicyOptions | Mapping[str, Any] | None = None,
                  holdout: HoldoutOptions | Mapping[str, Any] | None = None):
@@ -222,6 +225,8 @@ class IRSTDDataModule(pl.LightningDataModule):
         if patch_size % self.evaluation.pad_multiple:
             raise ValueError(f"data.patch_size={patch_size} must be a multiple of "
                              f"data.evaluation.pad_multiple={self.evaluation.pad_multiple}")
+        if not 0.0 <= positive_crops <= 1.0:
+            raise ValueError(f"data.positive_crops must be a fraction in [0, 1], got {positive_crops}")
         if seed is None:
             seed = 0
         # the hyperparameters (and checkpoints) hold plain values: the groups as dicts
@@ -423,7 +428,8 @@ class IRSTDDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._fill_cache()
         dataset = TrainDataset(self.train_scan.samples, self.bank, self.mean, self.std,
-                               self.hparams.patch_size, self.hparams.augment, self.hparams.seed, cache=self.cache)
+                               self.hparams.patch_size, self.hparams.augment, self.hparams.seed, cache=self.cache,
+                               positive_crops=self.hparams.positive_crops)
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(dataset, self.hparams.seed, num_replicas=world, rank=rank,

@@ -96,16 +96,21 @@ class TrainDataset(Dataset):
     The bank re-reads its manifest when it changes, so workers (persistent ones
     too) train on a newly committed round from the next sample on.
 
+    With `positive_crops` > 0 that fraction of the crops is placed on a target of the current label
+    (`random_crop`): on a target of the masks, the pseudo-masks or the points, whatever the bank holds.
+
     With a `cache` (`DecodedCache`) the decoded images, and the current round's labels, are kept in memory
     instead of being decoded for every sample; the items are the same bit for bit.
     """
 
     def __init__(self, samples: Sequence[Sample], bank: LabelBank, mean: float, std: float,
-                 patch_size: int, augment: bool = True, seed: int = 0, cache: DecodedCache | None = None):
+                 patch_size: int, augment: bool = True, seed: int = 0, cache: DecodedCache | None = None,
+                 positive_crops: float = 0.0):
         self.samples = list(samples)
         self.bank = bank
         self.mean, self.std = mean, std
         self.patch_size = patch_size
+        self.positive_crops = positive_crops
         self.augment = augment
         self.seed = seed
         self.cache = cache
@@ -125,7 +130,7 @@ class TrainDataset(Dataset):
                                f"its image {sample.image} is {tuple(image.shape[1:])}")
         generator = torch.Generator().manual_seed(
             int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
-        image, label = random_crop(image, label, self.patch_size, generator)
+        image, label = random_crop(image, label, self.patch_size, generator, positive=self.positive_crops)
         if self.augment:
             image, label = random_dihedral(image, label, generator)
         # a crop of a cached label may still share its memory: copy it out
