@@ -206,9 +206,9 @@ class IRSTDDataModule(pl.LightningDataModule):
                  label_init: Any = None,
                  bank_dir: str | None = None, bank_keep: int | None = None, stats_file: str | None = None,
                  patch_size: int = 256, batch_size: int = 16, mean: float | None = None, std: float | None = None,
-                 augment: bool = True, seed: int | None = 0, progress: bool = True, synthetic: dict | None = None,
+                 augment: bool = True, positive_crops: float = 0.0, seed: int | None = 0, progress: bool = True,
+                 synthetic: dict | None = None,
                  loading: LoadingOptions | Mapping[str, Any] | None = None,
-                 positive_crops: float = 0.0,
                  evaluation: EvaluationOptions | Mapping[str, Any] | None = None,
                  policies: PolicyOptions | Mapping[str, Any] | None = None,
                  holdout: HoldoutOptions | Mapping[str, Any] | None = None):

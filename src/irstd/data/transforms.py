@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from scipy import ndimage
 
+from irstd.ops.components import EIGHT_CONNECTED
 from irstd.ops.padding import pad_bottom_right
-
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def random_crop(image: torch.Tensor, label: torch.Tensor, size: int,
@@ -42,9 +40,9 @@ def random_crop(image: torch.Tensor, label: torch.Tensor, size: int,
 
 def _random_target_box(label: torch.Tensor, generator: torch.Generator | None,
                        ) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The row and column extents (stop exclusive) of one component of `label > 0`, uniformly; None if empty."""
-    foreground = (label > 0).reshape(label.shape[-2:]).numpy()
-    components, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
+    """The row and column extents (stop exclusive) of one target of `label` (> 0.5), uniformly; None if none."""
+    foreground = (label > 0.5).reshape(label.shape[-2:]).numpy()
+    components, count = ndimage.label(foreground, structure=EIGHT_CONNECTED)
     if count == 0:
         return None
     rows, cols = ndimage.find_objects(components)[int(torch.randint(0, count, (1,), generator=generator))]
